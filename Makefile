@@ -1,0 +1,41 @@
+# Parley: `make run` starts the service, `make test` runs the suite.
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+METRICS_DIR ?= $(CURDIR)/.metrics
+
+.PHONY: help install migrate run test lint format clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(INSTALLED): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(INSTALLED) ## Create the virtual environment and install the pinned packages
+
+migrate: install ## Apply database migrations to DATABASE_URL (default: SQLite file parley.db)
+	$(BIN)/alembic upgrade head
+
+run: migrate ## Serve on 127.0.0.1:$PORT (8000); DATABASE_URL, REDIS_URL, WEB_CONCURRENCY override
+	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
+	PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+test: install ## Run the test suite (SQLite, and PostgreSQL + Redis when reachable)
+	$(BIN)/python -m pytest
+
+lint: install ## Check style with ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## Reformat the code with ruff
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: ## Remove the virtual environment and local data
+	rm -rf $(VENV) $(METRICS_DIR) parley.db parley.db-wal parley.db-shm

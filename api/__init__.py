@@ -1,0 +1,43 @@
+"""Parley's web application.
+
+create_app()
+  ├── config      api/config.py (defaults → environment → overrides)
+  ├── db          one engine per process, a session per request
+  ├── hub         wake-ups and cached hints (in-process, or Redis)
+  └── blueprints  accounts, conversations, messages, inbox, ops
+"""
+
+from typing import Any
+
+from flask import Flask
+
+from api.config import load_config
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(load_config(overrides))
+    app.json.sort_keys = False
+    app.json.ensure_ascii = False  # UTF-8 text as is: smaller and readable
+
+    from api.accounts.actions import init_password_hasher
+    from api.accounts.views import bp as accounts_bp
+    from api.conversations.views import bp as conversations_bp
+    from api.db import db
+    from api.errors import register_error_handlers
+    from api.http import init_http
+    from api.hub import init_coordinator
+    from api.inbox.views import bp as inbox_bp
+    from api.messages.views import bp as messages_bp
+    from api.ops import bp as ops_bp
+    from api.validation import IdConverter
+
+    app.url_map.converters["id"] = IdConverter
+    db.init_app(app)
+    init_coordinator(app)
+    init_password_hasher(app)
+    init_http(app)
+    register_error_handlers(app)
+    for blueprint in (accounts_bp, conversations_bp, messages_bp, inbox_bp, ops_bp):
+        app.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,94 @@
+"""Sign-up, log-in and log-out."""
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.accounts.models import Device, User
+from api.auth import Auth, new_token, revoke_cached_token
+from api.errors import ApiError
+
+# Verifying against this when the user does not exist keeps the answer's
+# timing from telling which usernames are taken.
+_DUMMY_PASSWORD = "not-a-real-password"
+
+
+def init_password_hasher(app) -> None:
+    app.extensions["parley.passwords"] = PasswordHasher(
+        time_cost=app.config["ARGON2_TIME_COST"],
+        memory_cost=app.config["ARGON2_MEMORY_KIB"],
+        parallelism=app.config["ARGON2_PARALLELISM"],
+    )
+    app.extensions["parley.dummy_hash"] = app.extensions["parley.passwords"].hash(_DUMMY_PASSWORD)
+
+
+def _hasher() -> PasswordHasher:
+    return current_app.extensions["parley.passwords"]
+
+
+def canonical_username(username: str) -> str:
+    """Usernames are unique without regard to case: 'Alice' and 'alice' are one user."""
+    return username.lower()
+
+
+def do_sign_up(session: Session, username: str, password: str, display_name: str | None) -> User:
+    user = User(
+        username=canonical_username(username),
+        display_name=display_name or username,
+        password_hash=_hasher().hash(password),
+        inbox_seq=0,
+    )
+    session.add(user)
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise ApiError(409, "username_taken", f"The username '{username}' is taken.") from exc
+    return user
+
+
+def do_log_in(
+    session: Session, username: str, password: str, device_name: str
+) -> tuple[Device, str, User]:
+    """Check the password and open a new device with its own token and cursor."""
+    user = session.scalars(
+        select(User).where(User.username == canonical_username(username))
+    ).first()
+    if not _password_matches(user, password):
+        raise ApiError(401, "invalid_credentials", "Wrong username or password.")
+    if _hasher().check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher().hash(password)
+    token, token_hash = new_token()
+    device = Device(user_id=user.id, name=device_name, token_hash=token_hash, cursor=0)
+    session.add(device)
+    session.commit()
+    return device, token, user
+
+
+def _password_matches(user: User | None, password: str) -> bool:
+    stored = user.password_hash if user else current_app.extensions["parley.dummy_hash"]
+    try:
+        _hasher().verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
+    return user is not None
+
+
+def do_log_out(session: Session, auth: Auth) -> None:
+    session.execute(delete(Device).where(Device.id == auth.device_id))
+    session.commit()
+    revoke_cached_token(auth.token_hash)
+
+
+def access_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise ApiError(404, "user_not_found", f"No user has id {user_id}.")
+    return user
+
+
+def find_users_by_username(session: Session, username: str) -> list[User]:
+    return list(session.scalars(select(User).where(User.username == canonical_username(username))))

@@ -1,0 +1,34 @@
+"""Users and their devices (one device per login, each with its own token and cursor)."""
+
+from sqlalchemy import BigInteger, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from api.db import Base, BigId, created_at, id_pk
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[id_pk]
+    username: Mapped[str] = mapped_column(String(32), unique=True)
+    display_name: Mapped[str] = mapped_column(String(64))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    # The last inbox sequence number handed out to this user. Bumped under this
+    # row's lock inside the transaction that writes the entry, so entries commit
+    # in sequence order and a reader never finds a gap filled in behind it.
+    inbox_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[created_at]
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[id_pk]
+    user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Everything in the user's inbox up to here is confirmed by this device.
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[created_at]

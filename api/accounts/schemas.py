@@ -1,0 +1,44 @@
+from marshmallow import Schema, fields, validate
+
+from api.validation import check_storable_text
+
+USERNAME = validate.Regexp(
+    r"^[A-Za-z0-9_.-]{3,32}$",
+    error="3 to 32 letters, digits, '_', '.' or '-'.",
+)
+
+
+class UserSchema(Schema):
+    id = fields.Integer(dump_only=True)
+    username = fields.String(required=True, validate=USERNAME)
+    display_name = fields.String(validate=[validate.Length(min=1, max=64), check_storable_text])
+    password = fields.String(
+        required=True, load_only=True, validate=validate.Length(min=8, max=256)
+    )
+    created_at = fields.DateTime(dump_only=True)
+
+
+class LogInSchema(Schema):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    device_name = fields.String(
+        load_default="unnamed device",
+        validate=[validate.Length(min=1, max=64), check_storable_text],
+    )
+
+
+class SessionSchema(Schema):
+    token = fields.String()
+    device_id = fields.Integer()
+    user = fields.Nested(UserSchema)
+
+
+class UserLookupSchema(Schema):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+
+user_schema = UserSchema()
+users_schema = UserSchema(many=True)
+log_in_schema = LogInSchema()
+session_schema = SessionSchema()
+user_lookup_schema = UserLookupSchema()

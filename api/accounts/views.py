@@ -1,0 +1,67 @@
+from flask import Blueprint
+
+from api.accounts import actions
+from api.accounts.schemas import (
+    log_in_schema,
+    session_schema,
+    user_lookup_schema,
+    user_schema,
+    users_schema,
+)
+from api.auth import authenticated, current_auth
+from api.db import db
+from api.validation import load_json, load_query
+
+bp = Blueprint("accounts", __name__, url_prefix="/v1")
+
+
+@bp.post("/users")
+def sign_up():
+    """Create an account."""
+    data = load_json(user_schema)
+    user = actions.do_sign_up(
+        db.session, data["username"], data["password"], data.get("display_name")
+    )
+    return user_schema.dump(user), 201
+
+
+@bp.post("/sessions")
+def log_in():
+    """Log in: a new device with its own bearer token and inbox cursor."""
+    data = load_json(log_in_schema)
+    device, token, user = actions.do_log_in(
+        db.session, data["username"], data["password"], data["device_name"]
+    )
+    return session_schema.dump({"token": token, "device_id": device.id, "user": user}), 201
+
+
+@bp.delete("/sessions/current")
+@authenticated
+def log_out():
+    """Log this device out; its token stops working everywhere at once."""
+    actions.do_log_out(db.session, current_auth())
+    return "", 204
+
+
+@bp.get("/users/me")
+@authenticated
+def me():
+    """The logged-in user's profile."""
+    return user_schema.dump(actions.access_user(db.session, current_auth().user_id))
+
+
+@bp.get("/users/<id:user_id>")
+@authenticated
+def get_user(user_id: int):
+    """A user's public profile."""
+    return user_schema.dump(actions.access_user(db.session, user_id))
+
+
+@bp.get("/users")
+@authenticated
+def find_users():
+    """Look a user up by username (a list: empty when nobody has it)."""
+    query = load_query(user_lookup_schema)
+    return {
+        "users": users_schema.dump(actions.find_users_by_username(db.session, query["username"]))
+    }

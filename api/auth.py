@@ -1,0 +1,95 @@
+"""Bearer token → the device (and user) making the request.
+
+A token is stored only as its SHA-256 (tokens are 256 random bits, so a fast
+hash is enough; passwords get Argon2). Lookups go through the token hint so
+that a poll with nothing new needs no database query. A logout writes a
+"revoked" tombstone over the hint: a request that read the device just before
+the logout cannot put it back (hints are filled only where absent).
+"""
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from functools import wraps
+
+from flask import current_app, g, request
+from sqlalchemy import select
+
+from api.accounts.models import Device
+from api.db import db
+from api.errors import ApiError
+from api.hub import coordinator
+
+REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class Auth:
+    device_id: int
+    user_id: int
+    token_hash: str
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh token and the hash to store."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _token_key(token_hash: str) -> str:
+    return f"{coordinator().prefix}tok:{token_hash}"
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def authenticate() -> Auth:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("Send 'Authorization: Bearer <token>' from POST /v1/sessions.")
+    token_hash = hash_token(token.strip())
+    hints = coordinator().hints
+    cached = hints.get_many([_token_key(token_hash)])[0]
+    if cached == REVOKED:
+        raise _unauthorized("This token was revoked; log in again.")
+    if cached:
+        device_id, user_id = (int(part) for part in cached.split(":"))
+        return Auth(device_id, user_id, token_hash)
+    row = db.session.execute(
+        select(Device.id, Device.user_id).where(Device.token_hash == token_hash)
+    ).first()
+    if row is None:
+        raise _unauthorized("Unknown or revoked token; log in again.")
+    hints.set(
+        _token_key(token_hash),
+        f"{row.id}:{row.user_id}",
+        current_app.config["TOKEN_CACHE_TTL_S"],
+        only_if_absent=True,
+    )
+    return Auth(row.id, row.user_id, token_hash)
+
+
+def revoke_cached_token(token_hash: str) -> None:
+    coordinator().hints.set(
+        _token_key(token_hash), REVOKED, current_app.config["TOKEN_CACHE_TTL_S"]
+    )
+
+
+def authenticated(view):
+    """Run ``view`` only for a valid bearer token; ``current_auth()`` tells whose."""
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        g.auth = authenticate()
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def current_auth() -> Auth:
+    return g.auth

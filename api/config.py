@@ -1,0 +1,76 @@
+"""Settings: defaults, then the environment, then the caller's overrides.
+
+Every limit of the service lives here, so that one number has one home.
+"""
+
+import os
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    # Embedded default: a SQLite file and the in-process hub, nothing to install.
+    "DATABASE_URL": "sqlite:///parley.db",
+    "REDIS_URL": "",
+    # Keys and the pub/sub channel start with this, so several deployments
+    # (or test runs) can share one Redis.
+    "REDIS_PREFIX": "parley:",
+    "DB_POOL_SIZE": 10,
+    "DB_POOL_TIMEOUT_S": 5.0,  # a request waits this long for a connection, then 503
+    "LONG_POLL_CAP_S": 25.0,  # under the 30 s idle timeout of common mobile proxies
+    "GROUP_SIZE_LIMIT": 256,
+    "MESSAGE_MAX_CHARS": 100_000,
+    "INBOX_LIMIT_DEFAULT": 100,
+    "INBOX_LIMIT_MAX": 500,
+    # A poll answer stops adding entries once their text passes this many
+    # characters (always at least one entry), so ten 100,000-character
+    # messages never travel in one response.
+    "INBOX_BATCH_MAX_CHARS": 300_000,
+    "HISTORY_LIMIT_DEFAULT": 50,
+    "HISTORY_LIMIT_MAX": 200,
+    # A JSON-escaped 100,000-character message can take 1.2 MB; bodies past
+    # this bound are refused with 413 before they are read.
+    "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    # Cached inbox heads expire so that a head left stale by a lost Redis write
+    # can delay a short poll by this much at most (long polls always re-read
+    # PostgreSQL at the end of their wait).
+    "HEAD_CACHE_TTL_S": 60,
+    # A revoked token is tomb-stoned in the cache, so this bounds nothing about
+    # revocation; it only bounds how long an unused token stays cached.
+    "TOKEN_CACHE_TTL_S": 300,
+    "ARGON2_TIME_COST": 3,
+    "ARGON2_MEMORY_KIB": 65_536,
+    "ARGON2_PARALLELISM": 1,
+}
+
+
+class ConfigError(RuntimeError):
+    """The settings describe a deployment that would be silently wrong."""
+
+
+def _coerce(default: Any, raw: str) -> Any:
+    if isinstance(default, bool):
+        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the settings: defaults, then environment variables, then ``overrides``."""
+    config = dict(DEFAULTS)
+    for key, default in DEFAULTS.items():
+        if key in os.environ:
+            config[key] = _coerce(default, os.environ[key])
+    config.update(overrides or {})
+    return config
+
+
+def check_process_model(workers: int, redis_url: str) -> None:
+    """Refuse several processes without Redis: their waiters would never hear each other."""
+    if workers > 1 and not redis_url:
+        raise ConfigError(
+            f"{workers} worker processes need REDIS_URL: without Redis a message sent "
+            "through one process would not wake long polls held by another. "
+            "Set REDIS_URL=redis://host:6379/0 or run one process (WEB_CONCURRENCY=1)."
+        )

@@ -1,0 +1,71 @@
+from flask import Blueprint
+
+from api.auth import authenticated, current_auth
+from api.conversations import actions
+from api.conversations.models import DIRECT
+from api.conversations.schemas import (
+    conversation_schema,
+    conversations_schema,
+    new_conversation_schema,
+    new_members_schema,
+)
+from api.db import db
+from api.validation import load_json
+
+bp = Blueprint("conversations", __name__, url_prefix="/v1/conversations")
+
+
+def _with_members(conversations) -> list[dict]:
+    members = actions.members_by_conversation(db.session, [c.id for c in conversations])
+    return [{**vars(c), "members": members[c.id]} for c in conversations]
+
+
+@bp.post("")
+@authenticated
+def create_conversation():
+    """Open the direct chat with someone (200 if it exists) or create a group (201)."""
+    data = load_json(new_conversation_schema)
+    user_id = current_auth().user_id
+    if data["kind"] == DIRECT:
+        conversation, created = actions.do_open_direct(db.session, user_id, data["member_ids"][0])
+    else:
+        conversation = actions.do_create_group(
+            db.session, user_id, data["title"], set(data["member_ids"])
+        )
+        created = True
+    return conversation_schema.dump(_with_members([conversation])[0]), 201 if created else 200
+
+
+@bp.get("")
+@authenticated
+def my_conversations():
+    """The conversations I belong to, newest first, with their members."""
+    conversations = actions.list_conversations(db.session, current_auth().user_id)
+    return {"conversations": conversations_schema.dump(_with_members(conversations))}
+
+
+@bp.get("/<id:conversation_id>")
+@authenticated
+def get_conversation(conversation_id: int):
+    """One conversation of mine with its members."""
+    conversation = actions.access_conversation(db.session, conversation_id, current_auth().user_id)
+    return conversation_schema.dump(_with_members([conversation])[0])
+
+
+@bp.post("/<id:conversation_id>/members")
+@authenticated
+def add_members(conversation_id: int):
+    """Add people to a group, within the group size limit."""
+    data = load_json(new_members_schema)
+    conversation = actions.do_add_members(
+        db.session, conversation_id, current_auth().user_id, set(data["member_ids"])
+    )
+    return conversation_schema.dump(_with_members([conversation])[0])
+
+
+@bp.delete("/<id:conversation_id>/members/<id:user_id>")
+@authenticated
+def remove_member(conversation_id: int, user_id: int):
+    """Leave a group, or remove someone from a group you created."""
+    actions.do_remove_member(db.session, conversation_id, current_auth().user_id, user_id)
+    return "", 204

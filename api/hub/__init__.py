@@ -1,0 +1,48 @@
+"""Coordination between requests and processes: wake-ups and cached hints.
+
+    Coordinator (app.extensions["parley.hub"])
+      ├── hub    LocalHub (embedded) | RedisHub (scaled): waiters, wake-ups
+      └── hints  LocalHints | RedisHints: inbox heads, cursors, token cache
+
+Nothing here is the truth; PostgreSQL is. Losing all of it delays a client by
+one long-poll timeout at most and never loses an entry.
+"""
+
+from dataclasses import dataclass
+
+import redis
+from flask import Flask, current_app
+
+from api.hub.base import Hub, LocalHub
+from api.hub.hints import LocalHints, RedisHints
+from api.hub.redis import RedisHub
+
+REDIS_SOCKET_TIMEOUT_S = 2.0  # a Redis that stops answering must not hang requests
+
+
+@dataclass
+class Coordinator:
+    hub: Hub
+    hints: LocalHints | RedisHints
+    prefix: str
+
+
+def init_coordinator(app: Flask) -> None:
+    url = app.config["REDIS_URL"]
+    prefix = app.config["REDIS_PREFIX"]
+    if url:
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+            socket_keepalive=True,
+            health_check_interval=10,
+        )
+        coordinator = Coordinator(RedisHub(client, prefix + "wake"), RedisHints(client), prefix)
+    else:
+        coordinator = Coordinator(LocalHub(), LocalHints(), prefix)
+    app.extensions["parley.hub"] = coordinator
+
+
+def coordinator() -> Coordinator:
+    return current_app.extensions["parley.hub"]

@@ -1,0 +1,45 @@
+"""What every hub does: hold this process's waiters and wake them after commits."""
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from api.hub.waiters import Waiter, WaiterRegistry
+from api.metrics import WAITING
+
+
+class Hub:
+    """One per process. Subclasses carry wake-ups to the processes that need them."""
+
+    def __init__(self) -> None:
+        self.waiters = WaiterRegistry()
+
+    @contextmanager
+    def waiting(self, user_id: int, device_id: int) -> Iterator[Waiter]:
+        """Register a waiter (ending this device's older poll anywhere) for the block."""
+        waiter = Waiter(user_id, device_id)
+        self.waiters.add(waiter)
+        WAITING.inc()
+        try:
+            self._announce_poll(waiter)
+            yield waiter
+        finally:
+            self.waiters.discard(waiter)
+            WAITING.dec()
+
+    def notify_users(self, user_ids: Iterable[int]) -> None:
+        """Wake every waiter of these users, in every process. Call after commit."""
+        raise NotImplementedError
+
+    def _announce_poll(self, waiter: Waiter) -> None:
+        """Tell other processes that ``waiter`` replaces its device's older poll."""
+
+    def close(self) -> None:
+        """Stop background work; waiters still held are woken to re-check."""
+        self.waiters.wake_all()
+
+
+class LocalHub(Hub):
+    """The embedded mode's hub: every waiter lives in this one process."""
+
+    def notify_users(self, user_ids: Iterable[int]) -> None:
+        self.waiters.wake_users(user_ids)

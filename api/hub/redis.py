@@ -1,0 +1,111 @@
+"""Wake-ups across processes through one Redis pub/sub channel.
+
+Each process keeps one subscription, read by one background listener (a
+greenlet under gunicorn's gevent worker). Redis pub/sub is at-most-once: while
+the listener is disconnected, wake-ups are lost. So after every (re)subscribe
+it wakes all local waiters to re-check, and waiters re-read the database at the
+end of their timeout regardless.
+
+Channel messages are short strings:
+
+    u:<user_id>,<user_id>,…        new inbox entries for these users
+    d:<device_id>:<started_at>     a poll of this device began at started_at;
+                                   end its older polls
+"""
+
+import contextlib
+import logging
+import random
+import threading
+
+import redis
+
+from api.hub.base import Hub
+from api.hub.waiters import Waiter
+
+log = logging.getLogger(__name__)
+
+RECONNECT_BACKOFF_S = (0.05, 5.0)  # first and largest pause between reconnects
+SUBSCRIBE_GRACE_S = 1.0  # how long a new poll waits for a listener that is (re)connecting
+READ_TIMEOUT_S = 1.0  # the listener checks for shutdown this often
+
+
+class RedisHub(Hub):
+    def __init__(self, client: redis.Redis, channel: str) -> None:
+        super().__init__()
+        self._client = client
+        self._channel = channel
+        self._subscribed = threading.Event()
+        self._closing = threading.Event()
+        self._start_lock = threading.Lock()
+        self._listener: threading.Thread | None = None
+
+    def notify_users(self, user_ids) -> None:
+        ids = ",".join(str(uid) for uid in sorted(set(user_ids)))
+        if ids:
+            self._publish(f"u:{ids}")
+
+    def _announce_poll(self, waiter: Waiter) -> None:
+        self._ensure_listener()
+        self._publish(f"d:{waiter.device_id}:{waiter.started_at!r}")
+        # Re-checking the inbox before the subscription is live could miss a
+        # wake-up sent in between; wait briefly for it (the end-of-timeout
+        # re-read still covers a listener that cannot connect).
+        self._subscribed.wait(SUBSCRIBE_GRACE_S)
+
+    def _publish(self, payload: str) -> None:
+        try:
+            self._client.publish(self._channel, payload)
+        except redis.RedisError as exc:
+            # The commit stands; waiters find it by their timeout at the latest.
+            log.warning("wake-up not published: %s", exc)
+
+    def _ensure_listener(self) -> None:
+        if self._listener is not None:
+            return
+        with self._start_lock:
+            if self._listener is None and not self._closing.is_set():
+                self._listener = threading.Thread(
+                    target=self._listen, name="parley-hub-listener", daemon=True
+                )
+                self._listener.start()
+
+    def _listen(self) -> None:
+        pause = RECONNECT_BACKOFF_S[0]
+        while not self._closing.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self._channel)
+                self._subscribed.set()
+                self.waiters.wake_all()  # whatever was sent while we were away
+                pause = RECONNECT_BACKOFF_S[0]
+                while not self._closing.is_set():
+                    message = pubsub.get_message(timeout=READ_TIMEOUT_S)
+                    if message is not None:
+                        self._dispatch(message["data"])
+            except (redis.RedisError, OSError) as exc:
+                log.warning("wake-up listener lost Redis, reconnecting: %s", exc)
+            finally:
+                self._subscribed.clear()
+                _close_quietly(pubsub)
+            self._closing.wait(pause * (0.5 + random.random()))
+            pause = min(pause * 2, RECONNECT_BACKOFF_S[1])
+
+    def _dispatch(self, data: bytes) -> None:
+        kind, _, rest = data.decode().partition(":")
+        if kind == "u":
+            self.waiters.wake_users(int(uid) for uid in rest.split(","))
+        elif kind == "d":
+            device_id, _, started_at = rest.partition(":")
+            self.waiters.supersede(int(device_id), float(started_at))
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._listener is not None:
+            self._listener.join(READ_TIMEOUT_S * 2)
+        super().close()
+
+
+def _close_quietly(pubsub) -> None:
+    with contextlib.suppress(redis.RedisError, OSError):
+        pubsub.close()

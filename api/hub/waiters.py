@@ -1,0 +1,87 @@
+"""The long polls waiting in this process, and how they are woken."""
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+
+
+class Waiter:
+    """One held long poll: an event to wake it, and whether a newer poll replaced it.
+
+    The events come from ``threading``, which gevent's monkey-patching makes
+    cooperative: under gunicorn a waiter costs a greenlet, and in a plain test
+    process it costs a thread.
+    """
+
+    def __init__(self, user_id: int, device_id: int) -> None:
+        self.user_id = user_id
+        self.device_id = device_id
+        self.started_at = time.time()  # wall clock: compared across processes
+        self.superseded = False
+        self._event = threading.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def arm(self) -> None:
+        """Forget past wake-ups; call before re-checking the inbox, never after."""
+        self._event.clear()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+
+class WaiterRegistry:
+    """Every waiter of this process, found by user (to wake) and by device (to replace)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_user: dict[int, set[Waiter]] = defaultdict(set)
+        self._by_device: dict[int, Waiter] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_device)
+
+    def add(self, waiter: Waiter) -> None:
+        with self._lock:
+            older = self._by_device.get(waiter.device_id)
+            self._by_device[waiter.device_id] = waiter
+            self._by_user[waiter.user_id].add(waiter)
+        if older is not None:
+            self._end(older)
+
+    def discard(self, waiter: Waiter) -> None:
+        with self._lock:
+            if self._by_device.get(waiter.device_id) is waiter:
+                del self._by_device[waiter.device_id]
+            users_waiters = self._by_user.get(waiter.user_id)
+            if users_waiters is not None:
+                users_waiters.discard(waiter)
+                if not users_waiters:
+                    del self._by_user[waiter.user_id]
+
+    def wake_users(self, user_ids: Iterable[int]) -> None:
+        with self._lock:
+            waiters = [w for uid in user_ids for w in self._by_user.get(uid, ())]
+        for waiter in waiters:
+            waiter.wake()
+
+    def wake_all(self) -> None:
+        """Wake everyone to re-check: used when wake-ups may have been missed."""
+        with self._lock:
+            waiters = list(self._by_device.values())
+        for waiter in waiters:
+            waiter.wake()
+
+    def supersede(self, device_id: int, started_before: float) -> None:
+        """End this device's poll if it began before a newer one announced elsewhere."""
+        with self._lock:
+            waiter = self._by_device.get(device_id)
+        if waiter is not None and waiter.started_at < started_before:
+            self._end(waiter)
+
+    @staticmethod
+    def _end(waiter: Waiter) -> None:
+        waiter.superseded = True
+        waiter.wake()

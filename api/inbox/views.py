@@ -1,0 +1,41 @@
+from flask import Blueprint, current_app
+from marshmallow import ValidationError
+
+from api.auth import authenticated, current_auth
+from api.inbox import actions
+from api.inbox.schemas import ack_schema, batch_schema, poll_query_schema
+from api.metrics import POLLS
+from api.validation import load_json, load_query
+
+bp = Blueprint("inbox", __name__, url_prefix="/v1/inbox")
+
+
+def _confirm(seq: int, field: str) -> int:
+    try:
+        return actions.do_confirm(current_auth(), seq)
+    except actions.CursorOutOfRange as exc:
+        raise ValidationError({field: ["Beyond the newest entry of your inbox."]}) from exc
+
+
+@bp.get("")
+@authenticated
+def poll():
+    """Entries after ``after`` (default: this device's stored cursor); waits up to ``timeout``."""
+    query = load_query(poll_query_schema)
+    config = current_app.config
+    auth = current_auth()
+    after = _confirm(query["after"], "after") if "after" in query else actions.stored_cursor(auth)
+    timeout = min(query["timeout"], config["LONG_POLL_CAP_S"])
+    batch = actions.poll_inbox(
+        auth, after, timeout, limit=query.get("limit", config["INBOX_LIMIT_DEFAULT"])
+    )
+    outcome = "entries" if batch.entries else ("timeout" if timeout else "empty")
+    POLLS.labels("long" if timeout else "short", outcome).inc()
+    return batch_schema.dump(batch)
+
+
+@bp.post("/ack")
+@authenticated
+def ack():
+    """Confirm everything up to ``seq`` without fetching."""
+    return {"cursor": _confirm(load_json(ack_schema)["seq"], "seq")}

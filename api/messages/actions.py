@@ -1,0 +1,97 @@
+"""Sending messages (idempotently) and reading a conversation's history.
+
+A send locks the conversation row (the conversation order: one writer at a
+time per conversation), checks membership under that lock, then writes the
+message and every member's inbox entry in one transaction. Only after the
+commit are the members woken: a 201 means it is durable for everyone.
+"""
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.conversations.actions import access_conversation, member_ids
+from api.errors import ApiError
+from api.inbox.actions import do_append_entries, notify_inbox
+from api.inbox.models import MESSAGE
+from api.messages.models import Message
+
+
+def _replay(
+    session: Session, sender_id: int, client_msg_id: str, conversation_id: int, text: str
+) -> Message | None:
+    """The message this ``client_msg_id`` already made, if any (409 if made for another)."""
+    original = session.scalars(
+        select(Message).where(
+            Message.sender_id == sender_id, Message.client_msg_id == client_msg_id
+        )
+    ).first()
+    if original is not None and (
+        original.conversation_id != conversation_id or original.text != text
+    ):
+        raise ApiError(
+            409,
+            "idempotency_key_reused",
+            "This client_msg_id was already used for a different message.",
+            {"message_id": original.id, "conversation_id": original.conversation_id},
+        )
+    return original
+
+
+def do_send_message(
+    session: Session, conversation_id: int, sender_id: int, text: str, client_msg_id: str | None
+) -> tuple[Message, bool]:
+    """Store and deliver a message; returns it and whether it is new (False: a replay)."""
+    conversation = access_conversation(session, conversation_id, sender_id, lock=True)
+    if client_msg_id and (
+        original := _replay(session, sender_id, client_msg_id, conversation_id, text)
+    ):
+        session.commit()  # ends the transaction (and its lock); nothing was written
+        return original, False
+    conversation.last_seq += 1
+    message = Message(
+        conversation_id=conversation_id,
+        seq=conversation.last_seq,
+        sender_id=sender_id,
+        text=text,
+        client_msg_id=client_msg_id,
+    )
+    session.add(message)
+    try:
+        session.flush()
+        heads = do_append_entries(
+            session, member_ids(session, conversation_id), MESSAGE, conversation_id, message.id
+        )
+        session.commit()
+    except IntegrityError:
+        # The same client_msg_id raced in through another request and won.
+        session.rollback()
+        original = client_msg_id and _replay(
+            session, sender_id, client_msg_id, conversation_id, text
+        )
+        if not original:
+            raise
+        return original, False
+    notify_inbox(heads)
+    return message, True
+
+
+def list_messages(
+    session: Session, conversation_id: int, before: int | None, after: int | None, limit: int
+) -> tuple[list[Message], bool]:
+    """A page of history in conversation order, and whether more lies in the paging direction.
+
+    With ``after`` the page starts just after it (paging forward); otherwise it
+    ends just before ``before`` (or at the newest message), paging back.
+    """
+    query = select(Message).where(Message.conversation_id == conversation_id)
+    if after is not None:
+        query = query.where(Message.seq > after)
+    if before is not None:
+        query = query.where(Message.seq < before)
+    forward = after is not None
+    order = Message.seq.asc() if forward else Message.seq.desc()
+    page = list(session.scalars(query.order_by(order).limit(limit + 1)))
+    has_more = len(page) > limit
+    page = page[:limit]
+    return (page if forward else page[::-1]), has_more

@@ -1,0 +1,54 @@
+from flask import Blueprint, current_app, request
+from marshmallow import ValidationError
+
+from api.auth import authenticated, current_auth
+from api.conversations.actions import access_conversation
+from api.db import db
+from api.messages import actions
+from api.messages.schemas import (
+    history_page_schema,
+    history_query_schema,
+    idempotency_key_schema,
+    message_schema,
+)
+from api.metrics import SENDS
+from api.validation import load_json, load_query
+
+bp = Blueprint("messages", __name__, url_prefix="/v1/conversations/<id:conversation_id>")
+
+
+def _client_msg_id(body: dict) -> str | None:
+    """The idempotency key, from the body or the ``Idempotency-Key`` header (same if both)."""
+    in_body = body.get("client_msg_id")
+    if "Idempotency-Key" not in request.headers:
+        return in_body
+    header = idempotency_key_schema.load({"key": request.headers["Idempotency-Key"]})["key"]
+    if in_body not in (None, header):
+        raise ValidationError({"client_msg_id": ["Differs from the Idempotency-Key header."]})
+    return header
+
+
+@bp.post("/messages")
+@authenticated
+def send_message(conversation_id: int):
+    """Send a message; a retry with the same client_msg_id returns the original (200)."""
+    body = load_json(message_schema)
+    message, created = actions.do_send_message(
+        db.session, conversation_id, current_auth().user_id, body["text"], _client_msg_id(body)
+    )
+    if created:
+        SENDS.inc()
+    return message_schema.dump(message), 201 if created else 200
+
+
+@bp.get("/messages")
+@authenticated
+def history(conversation_id: int):
+    """A page of the conversation's history, oldest first."""
+    query = load_query(history_query_schema)
+    limit = query.get("limit", current_app.config["HISTORY_LIMIT_DEFAULT"])
+    access_conversation(db.session, conversation_id, current_auth().user_id)
+    messages, has_more = actions.list_messages(
+        db.session, conversation_id, query.get("before"), query.get("after"), limit
+    )
+    return history_page_schema.dump({"messages": messages, "has_more": has_more})

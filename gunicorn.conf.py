@@ -1,0 +1,28 @@
+"""gunicorn settings: gevent workers, sized by the environment.
+
+Never ``preload_app``: the app (and psycopg) must be imported in each worker
+after gevent has patched it, or database calls block the whole worker.
+"""
+
+import os
+
+from api.config import check_process_model
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+worker_class = "gevent"
+# Each waiting long poll is one connection; thousands per process is the point.
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
+# Above the longest long poll (25 s by default) so gunicorn never kills one.
+timeout = 60
+# Long polls still open when a worker stops get this long to answer.
+graceful_timeout = 30
+# Longer than the idle timeout of the load balancer in front (60 s on AWS ELB),
+# so the balancer, not gunicorn, closes idle keep-alive connections.
+keepalive = 75
+preload_app = False
+accesslog = os.environ.get("ACCESS_LOG") or None
+
+
+def on_starting(server) -> None:
+    check_process_model(server.cfg.workers, os.environ.get("REDIS_URL", ""))
