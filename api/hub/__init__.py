@@ -8,6 +8,7 @@ Nothing here is the truth; PostgreSQL is. Losing all of it delays a client by
 one long-poll timeout at most and never loses an entry.
 """
 
+import os
 from dataclasses import dataclass
 
 import redis
@@ -15,7 +16,7 @@ from flask import Flask, current_app
 
 from api.hub.base import Hub, LocalHub
 from api.hub.hints import LocalHints, RedisHints
-from api.hub.redis import RedisHub
+from api.hub.redis_hub import RedisHub
 
 REDIS_SOCKET_TIMEOUT_S = 2.0  # a Redis that stops answering must not hang requests
 
@@ -37,6 +38,8 @@ def init_coordinator(app: Flask) -> None:
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
             socket_keepalive=True,
             health_check_interval=10,
+            # Named so operators (and tests) can tell Parley's connections apart.
+            client_name=f"{prefix.rstrip(':')}-{os.getpid()}",
         )
         coordinator = Coordinator(RedisHub(client, prefix + "wake"), RedisHints(client), prefix)
     else:

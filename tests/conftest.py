@@ -1,0 +1,123 @@
+"""Fixtures: an app per test on each backend, and clients that check the contract.
+
+Every test that takes ``app`` (or ``client``) runs twice: on the embedded
+default (a SQLite file, the in-process hub) and on the scaled backend
+(PostgreSQL and Redis over real connections).
+"""
+
+import shutil
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+from api import create_app
+from api.db import db
+from tests import services
+from tests.contract import check_flask_response
+
+ROOT = services.__file__.rsplit("/tests/", 1)[0]
+TABLES = "inbox_entries, messages, memberships, conversations, devices, users"
+
+# Argon2 at full strength costs ~50 ms a hash; the suite signs up hundreds of users.
+FAST_PASSWORDS = {"ARGON2_TIME_COST": 1, "ARGON2_MEMORY_KIB": 1024}
+
+
+def migrate(url: str) -> None:
+    config = Config(f"{ROOT}/alembic.ini")
+    config.attributes["database_url"] = url
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("template") / "parley.db"
+    migrate(f"sqlite:///{path}")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    services.ensure_postgres_database(services.POSTGRES_URL)
+    engine = create_engine(services.POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    migrate(services.POSTGRES_URL)
+    return services.POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    services.ensure_redis(services.REDIS_URL)
+    return services.REDIS_URL
+
+
+def empty_postgres(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def app_config(backend, request, tmp_path) -> dict:
+    """Settings for a fresh, empty service on this test's backend."""
+    config = dict(FAST_PASSWORDS)
+    if backend == "sqlite":
+        path = tmp_path / "parley.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        config.update(DATABASE_URL=f"sqlite:///{path}", REDIS_URL="")
+    else:
+        url = request.getfixturevalue("postgres_url")
+        empty_postgres(url)
+        config.update(
+            DATABASE_URL=url,
+            REDIS_URL=request.getfixturevalue("redis_url"),
+            REDIS_PREFIX=services.unique_prefix(),
+        )
+    return config
+
+
+class ContractClient(FlaskClient):
+    """A test client that checks every response against openapi.yaml."""
+
+    def open(self, *args, **kwargs):
+        response = super().open(*args, **kwargs)
+        check_flask_response(response)
+        return response
+
+
+@pytest.fixture
+def make_app(app_config):
+    """Build apps on this test's backend (several share one database, like processes)."""
+    apps = []
+
+    def build(**overrides):
+        app = create_app({**app_config, **overrides})
+        app.test_client_class = ContractClient
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["parley.hub"].hub.close()
+        db.engine(app).dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app) -> ContractClient:
+    return app.test_client()

@@ -1,0 +1,76 @@
+"""Test data made through the API, the way a client makes it."""
+
+from dataclasses import dataclass
+
+import pytest
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Person:
+    id: int
+    username: str
+    token: str
+    device_id: int
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def log_in(client, username: str, device_name: str = "phone") -> Person:
+    response = client.post(
+        "/v1/sessions",
+        json={"username": username, "password": PASSWORD, "device_name": device_name},
+    )
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    return Person(body["user"]["id"], body["user"]["username"], body["token"], body["device_id"])
+
+
+def sign_up(client, username: str) -> Person:
+    response = client.post("/v1/users", json={"username": username, "password": PASSWORD})
+    assert response.status_code == 201, response.get_json()
+    return log_in(client, username)
+
+
+def open_direct(client, person: Person, other: Person) -> int:
+    response = client.post(
+        "/v1/conversations", json={"kind": "direct", "member_ids": [other.id]}, headers=person.auth
+    )
+    assert response.status_code in (200, 201), response.get_json()
+    return response.get_json()["id"]
+
+
+def create_group(client, owner: Person, members: list[Person], title: str = "team") -> int:
+    response = client.post(
+        "/v1/conversations",
+        json={"kind": "group", "title": title, "member_ids": [m.id for m in members]},
+        headers=owner.auth,
+    )
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["id"]
+
+
+def send(client, sender: Person, conversation_id: int, text: str, **extra):
+    return client.post(
+        f"/v1/conversations/{conversation_id}/messages",
+        json={"text": text, **extra},
+        headers=sender.auth,
+    )
+
+
+def poll(client, person: Person, **params) -> dict:
+    response = client.get("/v1/inbox", query_string=params, headers=person.auth)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def message_texts(batch: dict) -> list[str]:
+    return [e["message"]["text"] for e in batch["entries"] if e["type"] == "message"]
+
+
+# Several apps sharing one database stand for several processes, which only the
+# scaled backend supports (the embedded mode refuses more than one process).
+scaled_only = pytest.mark.parametrize("backend", ["postgres"])

@@ -1,0 +1,58 @@
+"""The real PostgreSQL and Redis the suite talks to, and how to reach them.
+
+Outside CI a missing server skips the tests that need it; with ``CI=true`` it
+fails them, so a green CI always means the scaled mode was tested.
+"""
+
+import os
+import uuid
+
+import psycopg
+import pytest
+import redis
+from sqlalchemy.engine import make_url
+
+POSTGRES_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/parley_test"
+)
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: the scaled-mode tests may not be skipped)")
+    pytest.skip(reason)
+
+
+def libpq_url(url: str, database: str | None = None) -> str:
+    parsed = make_url(url).set(drivername="postgresql")
+    if database:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+def ensure_postgres_database(url: str) -> None:
+    """Create the test database beside the server's ``test`` database if it is missing."""
+    name = make_url(url).database
+    try:
+        with psycopg.connect(libpq_url(url, "test"), autocommit=True, connect_timeout=3) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        require(f"PostgreSQL is not reachable at {url}: {exc}")
+
+
+def ensure_redis(url: str) -> None:
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        require(f"Redis is not reachable at {url}: {exc}")
+
+
+def unique_prefix() -> str:
+    """A Redis key and channel prefix no other test shares."""
+    return f"parley-test-{uuid.uuid4().hex[:12]}:"

@@ -1,0 +1,85 @@
+from sqlalchemy import select
+
+from api.accounts.models import Device, User
+from tests.factories import PASSWORD, log_in, scaled_only, sign_up
+
+
+def test_sign_up_log_in_and_see_my_profile(client):
+    created = client.post(
+        "/v1/users", json={"username": "Alice", "password": PASSWORD, "display_name": "Alice A."}
+    )
+    assert created.status_code == 201
+    assert created.get_json()["username"] == "alice"
+    assert "password" not in created.get_json()
+
+    alice = log_in(client, "ALICE")
+    me = client.get("/v1/users/me", headers=alice.auth).get_json()
+    assert me == created.get_json()
+
+
+def test_usernames_are_unique_whatever_their_case(client):
+    sign_up(client, "bob")
+    again = client.post("/v1/users", json={"username": "BOB", "password": PASSWORD})
+    assert again.status_code == 409
+    assert again.get_json()["error"]["code"] == "username_taken"
+
+
+def test_wrong_password_and_unknown_user_get_the_same_answer(client):
+    sign_up(client, "carol")
+    wrong = client.post("/v1/sessions", json={"username": "carol", "password": "nope-nope"})
+    unknown = client.post("/v1/sessions", json={"username": "nobody", "password": "nope-nope"})
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.get_json() == unknown.get_json()
+
+
+def test_passwords_and_tokens_are_stored_hashed(app, client):
+    dave = sign_up(client, "dave")
+    with app.app_context():
+        from api.db import db
+
+        user = db.session.scalars(select(User).where(User.id == dave.id)).one()
+        device = db.session.scalars(select(Device).where(Device.id == dave.device_id)).one()
+    assert user.password_hash.startswith("$argon2id$")
+    assert PASSWORD not in user.password_hash
+    assert device.token_hash != dave.token and dave.token not in device.token_hash
+
+
+def test_each_login_is_a_device_and_logging_out_revokes_only_that_one(client):
+    phone = sign_up(client, "erin")
+    laptop = log_in(client, "erin", device_name="laptop")
+    assert phone.device_id != laptop.device_id
+
+    assert client.delete("/v1/sessions/current", headers=phone.auth).status_code == 204
+    assert client.get("/v1/users/me", headers=phone.auth).status_code == 401
+    assert client.get("/v1/users/me", headers=laptop.auth).status_code == 200
+
+
+@scaled_only
+def test_a_revoked_token_is_refused_by_every_process(make_app):
+    first, second = make_app().test_client(), make_app().test_client()
+    frank = sign_up(first, "frank")
+    assert second.get("/v1/users/me", headers=frank.auth).status_code == 200  # cached there now
+    assert first.delete("/v1/sessions/current", headers=frank.auth).status_code == 204
+    assert second.get("/v1/users/me", headers=frank.auth).status_code == 401
+
+
+def test_logout_through_a_post_with_method_override(client):
+    gina = sign_up(client, "gina")
+    response = client.post(
+        "/v1/sessions/current", headers={**gina.auth, "X-HTTP-Method-Override": "DELETE"}
+    )
+    assert response.status_code == 204
+    assert client.get("/v1/users/me", headers=gina.auth).status_code == 401
+
+
+def test_look_users_up_by_id_and_username(client):
+    hank = sign_up(client, "hank")
+    ivy = sign_up(client, "ivy")
+    by_id = client.get(f"/v1/users/{ivy.id}", headers=hank.auth)
+    assert by_id.get_json()["username"] == "ivy"
+    found = client.get("/v1/users", query_string={"username": "IVY"}, headers=hank.auth)
+    assert [u["id"] for u in found.get_json()["users"]] == [ivy.id]
+    none = client.get("/v1/users", query_string={"username": "zed"}, headers=hank.auth)
+    assert none.get_json()["users"] == []
+    missing = client.get("/v1/users/999999", headers=hank.auth)
+    assert missing.status_code == 404

@@ -1,0 +1,193 @@
+"""Bad input gets a clear JSON error with the right status, and writes nothing."""
+
+import json
+
+import pytest
+
+from tests.factories import message_texts, open_direct, poll, send, sign_up
+
+
+@pytest.fixture
+def pair(client):
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    return ann, ben, open_direct(client, ann, ben)
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)[:300]
+    error = response.get_json()["error"]
+    assert error["message"]
+    if code:
+        assert error["code"] == code
+    return error
+
+
+def assert_nothing_written(client, ann, ben, cid) -> None:
+    history = client.get(f"/v1/conversations/{cid}/messages", headers=ann.auth).get_json()
+    assert history["messages"] == []
+    assert poll(client, ben)["entries"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"text": ""}, "text"),
+        ({"text": "x" * 100_001}, "text"),
+        ({"text": "😀" * 100_001}, "text"),
+        ({"text": "nul \x00 inside"}, "text"),
+        ({"text": "lone \ud800 surrogate"}, "text"),
+        ({"text": 42}, "text"),
+        ({"text": None}, "text"),
+        ({"text": ["a"]}, "text"),
+        ({}, "text"),
+        ({"text": "hi", "extra": 1}, "extra"),
+        ({"text": "hi", "client_msg_id": ""}, "client_msg_id"),
+        ({"text": "hi", "client_msg_id": "k" * 65}, "client_msg_id"),
+        ({"text": "hi", "client_msg_id": 7}, "client_msg_id"),
+    ],
+)
+def test_bad_messages_are_refused(client, pair, body, field):
+    ann, ben, cid = pair
+    response = client.post(
+        f"/v1/conversations/{cid}/messages",
+        data=json.dumps(body),  # ASCII-escaped, so a lone surrogate travels as \ud800
+        headers={**ann.auth, "Content-Type": "application/json"},
+    )
+    error = assert_error(response, 422, "invalid_input")
+    assert field in error["details"]
+    assert_nothing_written(client, ann, ben, cid)
+
+
+def test_the_body_must_be_a_json_object(client, pair):
+    ann, ben, cid = pair
+    url = f"/v1/conversations/{cid}/messages"
+    assert_error(
+        client.post(
+            url, data='{"text": "hi"', headers={**ann.auth, "Content-Type": "application/json"}
+        ),
+        400,
+        "malformed_json",
+    )
+    assert_error(
+        client.post(url, data="text=hi", headers={**ann.auth, "Content-Type": "text/plain"}), 415
+    )
+    assert_error(client.post(url, data="text=hi", headers=ann.auth), 415)
+    assert_error(client.post(url, json=["hi"], headers=ann.auth), 422)
+    assert_error(client.post(url, json="hi", headers=ann.auth), 422)
+    assert_nothing_written(client, ann, ben, cid)
+
+
+def test_huge_bodies_are_refused_before_they_are_read(client, pair):
+    ann, ben, cid = pair
+    huge = '{"text": "' + "x" * (3 * 1024 * 1024) + '"}'
+    response = client.post(
+        f"/v1/conversations/{cid}/messages",
+        data=huge,
+        headers={**ann.auth, "Content-Type": "application/json"},
+    )
+    assert_error(response, 413)
+    assert_nothing_written(client, ann, ben, cid)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/conversations/abc",
+        "/v1/conversations/0",
+        "/v1/conversations/-1",
+        "/v1/conversations/99999999999999999999999",
+        "/v1/users/1.5",
+        "/v1/no-such-thing",
+    ],
+)
+def test_bad_ids_and_unknown_routes_are_404(client, pair, path):
+    ann, _, _ = pair
+    assert_error(client.get(path, headers=ann.auth), 404)
+
+
+def test_a_wrong_method_is_405_with_allow(client, pair):
+    ann, _, _ = pair
+    response = client.put("/v1/users/me", headers=ann.auth)
+    assert_error(response, 405)
+    assert "GET" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"timeout": -1},
+        {"timeout": "soon"},
+        {"timeout": 3601},
+        {"timeout": "nan"},
+        {"limit": 0},
+        {"limit": 501},
+        {"limit": "many"},
+        {"after": -1},
+        {"after": "x"},
+        {"after": 2**63},
+    ],
+)
+def test_poll_parameters_out_of_range_are_refused(client, pair, query):
+    ann, ben, cid = pair
+    send(client, ann, cid, "kept")
+    assert_error(
+        client.get("/v1/inbox", query_string=query, headers=ben.auth), 422, "invalid_input"
+    )
+    assert message_texts(poll(client, ben)) == ["kept"]
+
+
+@pytest.mark.parametrize("query", [{"limit": 0}, {"limit": 201}, {"before": 0}, {"after": "x"}])
+def test_history_parameters_out_of_range_are_refused(client, pair, query):
+    ann, _, cid = pair
+    response = client.get(f"/v1/conversations/{cid}/messages", query_string=query, headers=ann.auth)
+    assert_error(response, 422, "invalid_input")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"kind": "chat", "member_ids": [2]},
+        {"kind": "group", "member_ids": [2]},
+        {"kind": "group", "title": "", "member_ids": [2]},
+        {"kind": "group", "title": "t", "member_ids": ["2"]},
+        {"kind": "group", "title": "t", "member_ids": [2.5]},
+        {"kind": "group", "title": "t", "member_ids": [True]},
+        {"kind": "group", "title": "t", "member_ids": [2**63]},
+        {"kind": "group", "title": "t", "member_ids": 2},
+        {"kind": "direct", "member_ids": [2, 3]},
+        {"kind": "direct", "title": "no", "member_ids": [2]},
+    ],
+)
+def test_bad_conversations_are_refused(client, pair, body):
+    ann, _, _ = pair
+    response = client.post("/v1/conversations", json=body, headers=ann.auth)
+    assert_error(response, 422)
+    listed = client.get("/v1/conversations", headers=ann.auth).get_json()["conversations"]
+    assert len(listed) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"username": "ab", "password": "long enough"},
+        {"username": "has space", "password": "long enough"},
+        {"username": "x" * 33, "password": "long enough"},
+        {"username": "okname", "password": "short"},
+        {"username": "okname", "password": "long enough", "display_name": "nul\x00"},
+        {"username": "okname", "password": "long enough", "admin": True},
+        {"username": 5, "password": "long enough"},
+    ],
+)
+def test_bad_sign_ups_are_refused(client, body):
+    assert_error(client.post("/v1/users", json=body), 422, "invalid_input")
+    assert (
+        client.post(
+            "/v1/sessions", json={"username": "okname", "password": "long enough"}
+        ).status_code
+        == 401
+    )
+
+
+def test_emoji_count_as_one_character_each(client, pair):
+    ann, _, cid = pair
+    assert send(client, ann, cid, "👍" * 100_000).status_code == 201

@@ -1,0 +1,228 @@
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+
+from tests.factories import (
+    create_group,
+    log_in,
+    message_texts,
+    open_direct,
+    poll,
+    scaled_only,
+    send,
+    sign_up,
+)
+
+
+def waiting_polls(app) -> int:
+    return len(app.extensions["parley.hub"].hub.waiters)
+
+
+def wait_until_waiting(app, count: int = 1) -> None:
+    """Block until ``count`` long polls are held (bounded: a few seconds at most)."""
+    for _ in range(500):
+        if waiting_polls(app) >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the long poll never started waiting")
+
+
+def long_poll_in_background(app, person, **params):
+    """Start a long poll on its own client; returns the future of (body, seconds taken)."""
+    client = app.test_client()
+
+    def run():
+        started = time.monotonic()
+        body = poll(client, person, **params)
+        return body, time.monotonic() - started
+
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(run)
+    pool.shutdown(wait=False)
+    return future
+
+
+@pytest.fixture
+def pair(client):
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    return ann, ben, open_direct(client, ann, ben)
+
+
+def test_a_short_poll_answers_at_once_and_redelivers_until_confirmed(client, pair):
+    ann, ben, cid = pair
+    send(client, ann, cid, "one")
+    send(client, ann, cid, "two")
+    first = poll(client, ben)
+    assert message_texts(first) == ["one", "two"]
+    assert [e["seq"] for e in first["entries"]] == [1, 2] and first["cursor"] == 2
+
+    # The answer was lost on the way (a proxy dropped it): nothing was confirmed.
+    assert poll(client, ben) == first
+    confirmed = poll(client, ben, after=first["cursor"])
+    assert confirmed["entries"] == [] and confirmed["cursor"] == 2
+    # Without `after`, the device resumes from its stored cursor.
+    assert poll(client, ben) == confirmed
+
+
+def test_each_device_has_its_own_cursor(client, pair):
+    ann, ben, cid = pair
+    ben_laptop = log_in(client, "ben", device_name="laptop")
+    send(client, ann, cid, "hello")
+    poll(client, ben, after=1)
+    assert poll(client, ben)["entries"] == []
+    assert message_texts(poll(client, ben_laptop)) == ["hello"]
+
+
+def test_ack_confirms_without_fetching(client, pair):
+    ann, ben, cid = pair
+    send(client, ann, cid, "one")
+    send(client, ann, cid, "two")
+    acked = client.post("/v1/inbox/ack", json={"seq": 1}, headers=ben.auth)
+    assert acked.status_code == 200 and acked.get_json() == {"cursor": 1}
+    assert message_texts(poll(client, ben)) == ["two"]
+
+
+def test_confirming_entries_that_do_not_exist_is_refused(client, pair):
+    ann, ben, cid = pair
+    send(client, ann, cid, "one")
+    beyond = client.get("/v1/inbox", query_string={"after": 2}, headers=ben.auth)
+    assert beyond.status_code == 422
+    assert "after" in beyond.get_json()["error"]["details"]
+    ack = client.post("/v1/inbox/ack", json={"seq": 5}, headers=ben.auth)
+    assert ack.status_code == 422
+    assert message_texts(poll(client, ben)) == ["one"]
+
+
+def test_batches_are_bounded_by_count(client, pair):
+    ann, ben, cid = pair
+    for i in range(5):
+        send(client, ann, cid, f"m{i}")
+    first = poll(client, ben, limit=2)
+    assert message_texts(first) == ["m0", "m1"] and first["has_more"] is True
+    second = poll(client, ben, limit=2, after=first["cursor"])
+    third = poll(client, ben, limit=2, after=second["cursor"])
+    assert message_texts(second) == ["m2", "m3"]
+    assert message_texts(third) == ["m4"] and third["has_more"] is False
+
+
+def test_batches_are_bounded_by_size(make_app):
+    client = make_app(INBOX_BATCH_MAX_CHARS=250_000).test_client()
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    cid = open_direct(client, ann, ben)
+    for letter in "abcd":
+        send(client, ann, cid, letter * 100_000)
+    seen, cursor, sizes = [], 0, []
+    for _ in range(4):
+        batch = poll(client, ben, after=cursor)
+        sizes.append(len(batch["entries"]))
+        seen += [text[0] for text in message_texts(batch)]
+        cursor = batch["cursor"]
+        if not batch["has_more"]:
+            break
+    assert seen == ["a", "b", "c", "d"]
+    assert sizes == [2, 2]
+
+
+def test_a_long_poll_is_woken_by_a_send(app, client, pair):
+    ann, ben, cid = pair
+    waiting = long_poll_in_background(app, ben, timeout=20)
+    wait_until_waiting(app)
+    send(client, ann, cid, "wake up")
+    body, seconds = waiting.result(timeout=30)
+    assert message_texts(body) == ["wake up"]
+    assert seconds < 20, "the poll ran to its timeout instead of being woken"
+
+
+def test_a_long_poll_with_nothing_new_waits_out_its_timeout(client, pair):
+    _, ben, _ = pair
+    started = time.monotonic()
+    body = poll(client, ben, timeout=0.5)
+    assert body == {"entries": [], "cursor": 0, "has_more": False}
+    assert time.monotonic() - started >= 0.5
+
+
+def test_a_long_poll_is_cut_to_the_server_cap(make_app):
+    client = make_app(LONG_POLL_CAP_S=0.2).test_client()
+    ben = sign_up(client, "ben")
+    started = time.monotonic()
+    assert poll(client, ben, timeout=3000)["entries"] == []
+    assert time.monotonic() - started < 3000
+
+
+def test_a_newer_poll_of_the_same_device_ends_the_older_one(app, client, pair):
+    _, ben, _ = pair
+    older = long_poll_in_background(app, ben, timeout=20)
+    wait_until_waiting(app)
+    newer = long_poll_in_background(app, ben, timeout=0.5)
+    body, seconds = older.result(timeout=30)
+    assert body["entries"] == [] and seconds < 20
+    assert newer.result(timeout=30)[0]["entries"] == []
+
+
+def test_a_lost_wake_up_delays_an_entry_but_never_hides_it(app, client, pair, monkeypatch):
+    ann, ben, cid = pair
+    coordinator = app.extensions["parley.hub"]
+    # Neither the doorbell nor the cached head hears of the next send.
+    monkeypatch.setattr(coordinator.hub, "notify_users", lambda user_ids: None)
+    monkeypatch.setattr(coordinator.hints, "raise_to", lambda values, ttl: None)
+    waiting = long_poll_in_background(app, ben, timeout=1)
+    wait_until_waiting(app)
+    send(client, ann, cid, "quietly")
+    body, _ = waiting.result(timeout=30)
+    assert message_texts(body) == ["quietly"]
+
+
+def test_group_membership_changes_reach_every_member(client):
+    ann, ben, cat = (sign_up(client, n) for n in ("ann", "ben", "cat"))
+    cid = create_group(client, ann, [ben])
+    client.post(f"/v1/conversations/{cid}/members", json={"member_ids": [cat.id]}, headers=ann.auth)
+    ben_sees = [(e["type"], e["user_ids"]) for e in poll(client, ben)["entries"]]
+    assert ben_sees == [("member_joined", [ann.id, ben.id]), ("member_joined", [cat.id])]
+    assert [e["type"] for e in poll(client, cat)["entries"]] == ["member_joined"]
+
+
+def test_an_empty_short_poll_costs_no_database_query(app, client, pair):
+    from sqlalchemy import event
+
+    from api.db import db
+
+    _, ben, _ = pair
+    poll(client, ben, after=0)  # the first poll caches the token, cursor and head
+    queries = []
+    engine = db.engine(app)
+    listener = lambda *args: queries.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        for _ in range(3):
+            assert poll(client, ben, after=0)["entries"] == []
+            assert poll(client, ben)["entries"] == []
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert queries == []
+
+
+@scaled_only
+def test_a_reconnecting_listener_wakes_its_waiters(app, client, pair, monkeypatch, redis_url):
+    ann, ben, cid = pair
+    coordinator = app.extensions["parley.hub"]
+    waiting = long_poll_in_background(app, ben, timeout=20)
+    wait_until_waiting(app)
+    monkeypatch.setattr(coordinator.hub, "notify_users", lambda user_ids: None)
+    send(client, ann, cid, "sent while the doorbell was broken")
+
+    # Redis drops the listener's connection (as a Redis restart would).
+    admin = redis.Redis.from_url(redis_url)
+    name = coordinator.prefix.rstrip(":")
+    killed = 0
+    for connection in admin.client_list(_type="pubsub"):
+        if connection["name"].startswith(name):
+            killed += admin.client_kill_filter(_id=connection["id"])
+    admin.close()
+    assert killed == 1
+
+    body, seconds = waiting.result(timeout=30)
+    assert message_texts(body) == ["sent while the doorbell was broken"]
+    assert seconds < 20, "the waiter was not woken by the reconnect"

@@ -1,0 +1,101 @@
+from tests.factories import create_group, open_direct, poll, send, sign_up
+
+
+def test_send_and_read_history_in_conversation_order(client):
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    cid = open_direct(client, ann, ben)
+    sent = [send(client, (ann, ben)[i % 2], cid, f"message {i}") for i in range(5)]
+    assert all(r.status_code == 201 for r in sent)
+    assert [r.get_json()["seq"] for r in sent] == [1, 2, 3, 4, 5]
+    assert sent[1].get_json()["sender_id"] == ben.id
+
+    history = client.get(f"/v1/conversations/{cid}/messages", headers=ben.auth).get_json()
+    assert [m["text"] for m in history["messages"]] == [f"message {i}" for i in range(5)]
+    assert history["has_more"] is False
+
+
+def test_history_pages_back_and_forward(client):
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    cid = open_direct(client, ann, ben)
+    for i in range(1, 8):
+        send(client, ann, cid, f"m{i}")
+
+    def page(**query):
+        response = client.get(
+            f"/v1/conversations/{cid}/messages", query_string=query, headers=ann.auth
+        )
+        body = response.get_json()
+        return [m["seq"] for m in body["messages"]], body["has_more"]
+
+    assert page(limit=3) == ([5, 6, 7], True)
+    assert page(limit=3, before=5) == ([2, 3, 4], True)
+    assert page(limit=3, before=2) == ([1], False)
+    assert page(limit=3, after=0) == ([1, 2, 3], True)
+    assert page(limit=3, after=5) == ([6, 7], False)
+    assert page(after=2, before=5) == ([3, 4], False)
+
+
+def test_a_retry_returns_the_original_message_never_a_twin(client):
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    cid = open_direct(client, ann, ben)
+    first = send(client, ann, cid, "once", client_msg_id="c-1")
+    again = send(client, ann, cid, "once", client_msg_id="c-1")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.get_json() == first.get_json()
+
+    by_header = client.post(
+        f"/v1/conversations/{cid}/messages",
+        json={"text": "once"},
+        headers={**ann.auth, "Idempotency-Key": "c-1"},
+    )
+    assert by_header.status_code == 200 and by_header.get_json()["id"] == first.get_json()["id"]
+    assert [e["message"]["text"] for e in poll(client, ben)["entries"]] == ["once"]
+
+
+def test_reusing_a_client_msg_id_for_other_text_is_a_conflict(client):
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    cid = open_direct(client, ann, ben)
+    send(client, ann, cid, "first", client_msg_id="c-1")
+    clash = send(client, ann, cid, "second", client_msg_id="c-1")
+    assert clash.status_code == 409
+    assert clash.get_json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_client_msg_ids_belong_to_their_sender(client):
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    cid = open_direct(client, ann, ben)
+    assert send(client, ann, cid, "hi", client_msg_id="same").status_code == 201
+    assert send(client, ben, cid, "hi", client_msg_id="same").status_code == 201
+
+
+def test_every_member_and_the_senders_other_devices_receive(client):
+    from tests.factories import log_in
+
+    ann, ben, cat = (sign_up(client, n) for n in ("ann", "ben", "cat"))
+    ann_laptop = log_in(client, "ann", device_name="laptop")
+    cid = create_group(client, ann, [ben, cat])
+    send(client, ann, cid, "hello all")
+    for device in (ann, ann_laptop, ben, cat):
+        texts = [e["message"]["text"] for e in poll(client, device)["entries"] if e["message"]]
+        assert texts == ["hello all"]
+
+
+def test_text_is_stored_and_returned_exactly(client):
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    cid = open_direct(client, ann, ben)
+    texts = [
+        "👋🏽 família",
+        "  spaced  ",
+        "line\nbreak\ttab",
+        "\u202eRTL",
+        "x" * 100_000,
+        "😀" * 100_000,
+    ]
+    for text in texts:
+        response = send(client, ann, cid, text)
+        assert response.status_code == 201
+        assert response.get_json()["text"] == text
+    history = client.get(
+        f"/v1/conversations/{cid}/messages", query_string={"limit": 10}, headers=ben.auth
+    ).get_json()
+    assert [m["text"] for m in history["messages"]] == texts
