@@ -22,8 +22,10 @@ install: $(INSTALLED) ## Create the virtual environment and install the pinned p
 migrate: install ## Apply database migrations to DATABASE_URL (default: SQLite file parley.db)
 	$(BIN)/alembic upgrade head
 
-run: migrate ## Serve on 127.0.0.1:$PORT (8000); DATABASE_URL, REDIS_URL, WEB_CONCURRENCY override
+run: migrate ## Serve on 127.0.0.1:$PORT (8000) with the workers; DATABASE_URL, REDIS_URL, WEB_CONCURRENCY override
 	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
+	trap 'kill 0' EXIT; \
+	$(BIN)/python -m workers inbox-pruner & \
 	PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 test: install ## Run the test suite (SQLite, and PostgreSQL + Redis when reachable)

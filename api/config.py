@@ -24,6 +24,9 @@ DEFAULTS: dict[str, Any] = {
     # characters (always at least one entry), so ten 100,000-character
     # messages never travel in one response.
     "INBOX_BATCH_MAX_CHARS": 300_000,
+    # Inbox entries older than this are pruned (messages stay in history); a
+    # device that polls from behind the pruned part is told so with 410.
+    "INBOX_RETENTION_DAYS": 30,
     "HISTORY_LIMIT_DEFAULT": 50,
     "HISTORY_LIMIT_MAX": 200,
     # A JSON-escaped 100,000-character message can take 1.2 MB; bodies past

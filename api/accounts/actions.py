@@ -62,7 +62,11 @@ def do_log_in(
     if _hasher().check_needs_rehash(user.password_hash):
         user.password_hash = _hasher().hash(password)
     token, token_hash = new_token()
-    device = Device(user_id=user.id, name=device_name, token_hash=token_hash, cursor=0)
+    # A new device starts at the oldest entry still kept: it receives everything
+    # waiting in the inbox, and the history endpoint has the rest.
+    device = Device(
+        user_id=user.id, name=device_name, token_hash=token_hash, cursor=user.inbox_floor
+    )
     session.add(device)
     session.commit()
     return device, token, user

@@ -17,6 +17,9 @@ class User(Base):
     # row's lock inside the transaction that writes the entry, so entries commit
     # in sequence order and a reader never finds a gap filled in behind it.
     inbox_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Entries up to here were pruned (older than the retention); a poll from
+    # behind it is answered 410 with this as the oldest cursor still valid.
+    inbox_floor: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[created_at]
 
 

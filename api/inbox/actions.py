@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from api.accounts.models import Device, User
 from api.auth import Auth
 from api.db import db
+from api.errors import ApiError
 from api.hub import coordinator
 from api.inbox.models import InboxEntry
 from api.messages.models import Message
@@ -154,6 +155,10 @@ def read_entries(session: Session, user_id: int, after: int, limit: int) -> Batc
         .order_by(InboxEntry.seq)
         .limit(limit + 1)
     ).all()
+    if (rows and rows[0][0].seq > after + 1) or (
+        not rows and after < _inbox_floor(session, user_id)
+    ):
+        raise _pruned(session, user_id)
     chosen: list[InboxEntry] = []
     spent = 0
     for entry, text_length in rows[:limit]:
@@ -166,6 +171,21 @@ def read_entries(session: Session, user_id: int, after: int, limit: int) -> Batc
         entries=[_entry_view(entry, messages) for entry in chosen],
         cursor=chosen[-1].seq if chosen else after,
         has_more=len(chosen) < len(rows),
+    )
+
+
+def _inbox_floor(session: Session, user_id: int) -> int:
+    return session.scalar(select(User.inbox_floor).where(User.id == user_id)) or 0
+
+
+def _pruned(session: Session, user_id: int) -> ApiError:
+    """Entries behind the cursor were pruned: say so, never skip them silently."""
+    floor = _inbox_floor(session, user_id)
+    return ApiError(
+        410,
+        "cursor_pruned",
+        "Entries after this cursor were pruned; reload history and poll from oldest_cursor.",
+        {"oldest_cursor": floor},
     )
 
 

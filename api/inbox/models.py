@@ -1,11 +1,12 @@
 """The per-user inbox: an ordered log every poll reads from."""
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from api.db import Base, BigId, created_at
+from api.db import Base, BigId, UTCDateTime, utcnow
 
 MESSAGE = "message"
 MEMBER_JOINED = "member_joined"
@@ -28,4 +29,5 @@ class InboxEntry(Base):
     )
     # Event details for entries that are not messages (who joined, who acted).
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    created_at: Mapped[created_at]
+    # Indexed: the pruner finds expired entries by age.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

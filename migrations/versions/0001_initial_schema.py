@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("display_name", sa.String(length=64), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=False),
         sa.Column("inbox_seq", sa.BigInteger(), nullable=False),
+        sa.Column("inbox_floor", sa.BigInteger(), nullable=False),
         sa.Column("created_at", api.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("username"),
@@ -137,9 +138,16 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("user_id", "seq"),
     )
+    with op.batch_alter_table("inbox_entries", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_inbox_entries_created_at"), ["created_at"], unique=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("inbox_entries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_inbox_entries_created_at"))
+
     op.drop_table("inbox_entries")
     op.drop_table("messages")
     with op.batch_alter_table("memberships", schema=None) as batch_op:
