@@ -21,6 +21,9 @@ graceful_timeout = 30
 # so the balancer, not gunicorn, closes idle keep-alive connections.
 keepalive = 75
 preload_app = False
+# gunicorn's runtime control socket lives at one path per user: several
+# instances on one host (tests, blue/green) would fight over it, and we do not use it.
+control_socket_disable = True
 accesslog = os.environ.get("ACCESS_LOG") or None
 
 
