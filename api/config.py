@@ -66,7 +66,20 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         if key in os.environ:
             config[key] = _coerce(default, os.environ[key])
     config.update(overrides or {})
+    check_backends(config)
     return config
+
+
+def check_backends(config: dict[str, Any]) -> None:
+    """Refuse SQLite with Redis: that pairing means several processes (or greenlets
+    waiting on Redis) sharing SQLite's single write lock, which blocks the whole
+    process instead of yielding. SQLite is the one-process embedded mode."""
+    if config["REDIS_URL"] and config["DATABASE_URL"].startswith("sqlite"):
+        raise ConfigError(
+            "REDIS_URL is set but DATABASE_URL is SQLite: the scaled mode needs "
+            "PostgreSQL (DATABASE_URL=postgresql+psycopg://…). Unset REDIS_URL for "
+            "the embedded mode."
+        )
 
 
 def check_process_model(workers: int, redis_url: str) -> None:

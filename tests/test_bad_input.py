@@ -191,3 +191,34 @@ def test_bad_sign_ups_are_refused(client, body):
 def test_emoji_count_as_one_character_each(client, pair):
     ann, _, cid = pair
     assert send(client, ann, cid, "👍" * 100_000).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/users", '{"username": "okname", "password": "lone \\ud800 surrogate"}'),
+        ("/v1/sessions", '{"username": "okname", "password": "lone \\ud800 surrogate"}'),
+        ("/v1/sessions", '{"username": "ok\\ud800", "password": "long enough"}'),
+        ("/v1/sessions", '{"username": "ok\\u0000", "password": "long enough"}'),
+    ],
+)
+def test_text_the_database_cannot_store_is_refused_everywhere(client, path, body):
+    response = client.post(path, data=body, headers={"Content-Type": "application/json"})
+    assert_error(response, 422, "invalid_input")
+
+
+def test_a_username_lookup_with_nul_is_refused(client, pair):
+    ann, _, _ = pair
+    response = client.get("/v1/users", query_string={"username": "a\x00b"}, headers=ann.auth)
+    assert_error(response, 422, "invalid_input")
+
+
+def test_a_bad_idempotency_key_header_is_named(client, pair):
+    ann, ben, cid = pair
+    response = client.post(
+        f"/v1/conversations/{cid}/messages",
+        json={"text": "hi"},
+        headers={**ann.auth, "Idempotency-Key": "k" * 65},
+    )
+    assert "Idempotency-Key" in assert_error(response, 422)["details"]
+    assert_nothing_written(client, ann, ben, cid)

@@ -9,6 +9,7 @@ def test_a_direct_chat_is_opened_once_whoever_opens_it(client):
         "/v1/conversations", json={"kind": "direct", "member_ids": [ben.id]}, headers=ann.auth
     )
     assert first.status_code == 201
+    assert first.get_json()["title"] is None
     back = client.post(
         "/v1/conversations", json={"kind": "direct", "member_ids": [ann.id]}, headers=ben.auth
     )

@@ -225,3 +225,15 @@ def test_a_reconnecting_listener_wakes_its_waiters(app, client, pair, monkeypatc
     body, seconds = waiting.result(timeout=30)
     assert message_texts(body) == ["sent while the doorbell was broken"]
     assert seconds < 20, "the waiter was not woken by the reconnect"
+
+
+def test_the_cursor_never_moves_back(client, pair):
+    ann, ben, cid = pair
+    for text in ("one", "two"):
+        send(client, ann, cid, text)
+    poll(client, ben, after=2)
+    acked = client.post("/v1/inbox/ack", json={"seq": 1}, headers=ben.auth)
+    assert acked.get_json() == {"cursor": 2}
+    # Re-reading from an older point is allowed; it does not unconfirm anything.
+    assert message_texts(poll(client, ben, after=1)) == ["two"]
+    assert poll(client, ben)["entries"] == []

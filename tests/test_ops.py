@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 import yaml
 from openapi_spec_validator import validate
 
@@ -61,3 +62,11 @@ def test_several_processes_without_redis_are_refused():
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert "REDIS_URL" in result.stderr
+
+
+def test_sqlite_with_redis_is_refused():
+    from api import create_app
+    from api.config import ConfigError
+
+    with pytest.raises(ConfigError, match="PostgreSQL"):
+        create_app({"DATABASE_URL": "sqlite:///x.db", "REDIS_URL": "redis://127.0.0.1:6379/0"})

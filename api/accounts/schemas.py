@@ -13,14 +13,21 @@ class UserSchema(Schema):
     username = fields.String(required=True, validate=USERNAME)
     display_name = fields.String(validate=[validate.Length(min=1, max=64), check_storable_text])
     password = fields.String(
-        required=True, load_only=True, validate=validate.Length(min=8, max=256)
+        required=True,
+        load_only=True,
+        validate=[validate.Length(min=8, max=256), check_storable_text],
     )
     created_at = fields.DateTime(dump_only=True)
 
 
+LOOKUP_TEXT = [validate.Length(min=1, max=64), check_storable_text]
+
+
 class LogInSchema(Schema):
-    username = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    password = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    username = fields.String(required=True, validate=LOOKUP_TEXT)
+    password = fields.String(
+        required=True, validate=[validate.Length(min=1, max=256), check_storable_text]
+    )
     device_name = fields.String(
         load_default="unnamed device",
         validate=[validate.Length(min=1, max=64), check_storable_text],
@@ -34,7 +41,7 @@ class SessionSchema(Schema):
 
 
 class UserLookupSchema(Schema):
-    username = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    username = fields.String(required=True, validate=LOOKUP_TEXT)
 
 
 user_schema = UserSchema()

@@ -2,7 +2,7 @@ from flask import Blueprint
 
 from api.auth import authenticated, current_auth
 from api.conversations import actions
-from api.conversations.models import DIRECT
+from api.conversations.models import DIRECT, Conversation
 from api.conversations.schemas import (
     conversation_schema,
     conversations_schema,
@@ -17,7 +17,11 @@ bp = Blueprint("conversations", __name__, url_prefix="/v1/conversations")
 
 def _with_members(conversations) -> list[dict]:
     members = actions.members_by_conversation(db.session, [c.id for c in conversations])
-    return [{**vars(c), "members": members[c.id]} for c in conversations]
+    columns = Conversation.__table__.columns.keys()
+    return [
+        {**{name: getattr(c, name) for name in columns}, "members": members[c.id]}
+        for c in conversations
+    ]
 
 
 @bp.post("")

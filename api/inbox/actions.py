@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from api.accounts.models import Device, User
@@ -121,7 +121,7 @@ class CursorOutOfRange(ValueError):
 
 
 def do_confirm(auth: Auth, seq: int) -> int:
-    """Store ``seq`` as this device's cursor (cursors only move forward); returns it.
+    """Confirm everything up to ``seq`` (cursors only move forward); returns the cursor.
 
     Skips the database when the cached cursor is already there, so repeating
     the same ``after`` on empty polls writes nothing.
@@ -131,17 +131,20 @@ def do_confirm(auth: Auth, seq: int) -> int:
         [_cursor_key(auth.device_id), _head_key(auth.user_id)]
     )
     if cached_cursor is not None and int(cached_cursor) >= seq:
-        return seq
+        return int(cached_cursor)
     session = db.session
     head_known = cached_head is not None and int(cached_head) >= seq
     if not head_known and _inbox_head(session, auth.user_id) < seq:
         raise CursorOutOfRange(seq)
-    session.execute(
-        update(Device).where(Device.id == auth.device_id, Device.cursor < seq).values(cursor=seq)
+    cursor = session.scalar(
+        update(Device)
+        .where(Device.id == auth.device_id)
+        .values(cursor=case((Device.cursor < seq, seq), else_=Device.cursor))
+        .returning(Device.cursor)
     )
     session.commit()
-    hints.raise_to({_cursor_key(auth.device_id): seq}, current_app.config["HEAD_CACHE_TTL_S"])
-    return seq
+    hints.raise_to({_cursor_key(auth.device_id): cursor}, current_app.config["HEAD_CACHE_TTL_S"])
+    return cursor
 
 
 def read_entries(session: Session, user_id: int, after: int, limit: int) -> Batch:

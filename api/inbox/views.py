@@ -24,7 +24,11 @@ def poll():
     query = load_query(poll_query_schema)
     config = current_app.config
     auth = current_auth()
-    after = _confirm(query["after"], "after") if "after" in query else actions.stored_cursor(auth)
+    if "after" in query:
+        after = query["after"]
+        _confirm(after, "after")
+    else:
+        after = actions.stored_cursor(auth)
     timeout = min(query["timeout"], config["LONG_POLL_CAP_S"])
     batch = actions.poll_inbox(
         auth, after, timeout, limit=query.get("limit", config["INBOX_LIMIT_DEFAULT"])

@@ -25,7 +25,7 @@ class MessageSchema(Schema):
 
 
 class IdempotencyKeySchema(Schema):
-    key = fields.String(required=True, validate=CLIENT_MSG_ID)
+    key = fields.String(required=True, validate=CLIENT_MSG_ID, data_key="Idempotency-Key")
 
 
 class HistoryQuerySchema(Schema):

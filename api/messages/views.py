@@ -22,7 +22,9 @@ def _client_msg_id(body: dict) -> str | None:
     in_body = body.get("client_msg_id")
     if "Idempotency-Key" not in request.headers:
         return in_body
-    header = idempotency_key_schema.load({"key": request.headers["Idempotency-Key"]})["key"]
+    header = idempotency_key_schema.load({"Idempotency-Key": request.headers["Idempotency-Key"]})[
+        "key"
+    ]
     if in_body not in (None, header):
         raise ValidationError({"client_msg_id": ["Differs from the Idempotency-Key header."]})
     return header
