@@ -39,7 +39,7 @@ def access_conversation(
     """The conversation if ``user_id`` belongs to it (locked for update if asked); else 404."""
     query = select(Conversation).where(Conversation.id == conversation_id)
     if lock:
-        query = query.with_for_update()
+        query = query.with_for_update(key_share=True)  # see do_append_entries
     conversation = session.scalars(query).first()
     if conversation is None or not session.get(Membership, (conversation_id, user_id)):
         raise _not_found(conversation_id)

@@ -58,11 +58,14 @@ def do_append_entries(
 ) -> dict[int, int]:
     """Add one entry to each user's inbox (uncommitted); returns ``{user_id: seq}``."""
     ids = sorted(set(user_ids))
+    # FOR NO KEY UPDATE, not FOR UPDATE: rows other transactions insert
+    # (messages, devices) take KEY SHARE locks on their user through the foreign
+    # key, and FOR UPDATE would wait on those: two crossing group sends deadlock.
     session.execute(
         select(users_table.c.id)
         .where(users_table.c.id.in_(ids))
         .order_by(users_table.c.id)
-        .with_for_update()
+        .with_for_update(key_share=True)
     )
     heads = dict(
         session.execute(
