@@ -19,10 +19,6 @@ from tests import services
 from tests.contract import check_flask_response
 
 ROOT = services.__file__.rsplit("/tests/", 1)[0]
-TABLES = "inbox_entries, messages, memberships, conversations, devices, users"
-
-# Argon2 at full strength costs ~50 ms a hash; the suite signs up hundreds of users.
-FAST_PASSWORDS = {"ARGON2_TIME_COST": 1, "ARGON2_MEMORY_KIB": 1024}
 
 
 def migrate(url: str) -> None:
@@ -56,13 +52,6 @@ def redis_url() -> str:
     return services.REDIS_URL
 
 
-def empty_postgres(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
-    engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request) -> str:
     return request.param
@@ -71,14 +60,14 @@ def backend(request) -> str:
 @pytest.fixture
 def app_config(backend, request, tmp_path) -> dict:
     """Settings for a fresh, empty service on this test's backend."""
-    config = dict(FAST_PASSWORDS)
+    config = dict(services.FAST_PASSWORDS)
     if backend == "sqlite":
         path = tmp_path / "parley.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         config.update(DATABASE_URL=f"sqlite:///{path}", REDIS_URL="")
     else:
         url = request.getfixturevalue("postgres_url")
-        empty_postgres(url)
+        services.empty_postgres(url)
         config.update(
             DATABASE_URL=url,
             REDIS_URL=request.getfixturevalue("redis_url"),

@@ -10,6 +10,7 @@ import uuid
 import psycopg
 import pytest
 import redis
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 POSTGRES_URL = os.environ.get(
@@ -51,6 +52,18 @@ def ensure_redis(url: str) -> None:
         redis.Redis.from_url(url, socket_connect_timeout=3).ping()
     except redis.RedisError as exc:
         require(f"Redis is not reachable at {url}: {exc}")
+
+
+TABLES = "inbox_entries, messages, memberships, conversations, devices, users"
+# Argon2 at full strength costs ~50 ms a hash; the suite signs up hundreds of users.
+FAST_PASSWORDS = {"ARGON2_TIME_COST": 1, "ARGON2_MEMORY_KIB": 1024}
+
+
+def empty_postgres(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    engine.dispose()
 
 
 def unique_prefix() -> str:

@@ -34,7 +34,7 @@ def test_concurrent_sends_keep_every_guarantee(make_app):
     conversations = {
         create_group(clients[0], people[0], people[1:4]): people[0:4],
         create_group(clients[0], people[2], people[3:6]): people[2:6],
-        create_group(clients[0], people[5], people[0:2] + [people[4]]): [
+        create_group(clients[0], people[5], [*people[0:2], people[4]]): [
             people[5],
             *people[0:2],
             people[4],

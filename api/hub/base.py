@@ -18,13 +18,12 @@ class Hub:
         """Register a waiter (ending this device's older poll anywhere) for the block."""
         waiter = Waiter(user_id, device_id)
         self.waiters.add(waiter)
-        WAITING.inc()
         try:
             self._announce_poll(waiter)
-            yield waiter
+            with WAITING.track_inprogress():
+                yield waiter
         finally:
             self.waiters.discard(waiter)
-            WAITING.dec()
 
     def notify_users(self, user_ids: Iterable[int]) -> None:
         """Wake every waiter of these users, in every process. Call after commit."""

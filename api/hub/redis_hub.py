@@ -46,12 +46,12 @@ class RedisHub(Hub):
             self._publish(f"u:{ids}")
 
     def _announce_poll(self, waiter: Waiter) -> None:
-        self._ensure_listener()
-        self._publish(f"d:{waiter.device_id}:{waiter.started_at!r}")
         # Re-checking the inbox before the subscription is live could miss a
-        # wake-up sent in between; wait briefly for it (the end-of-timeout
-        # re-read still covers a listener that cannot connect).
+        # wake-up sent in between (or a newer poll's announcement); wait briefly
+        # for it (the end-of-timeout re-read covers a listener that cannot connect).
+        self._ensure_listener()
         self._subscribed.wait(SUBSCRIBE_GRACE_S)
+        self._publish(f"d:{waiter.device_id}:{waiter.started_at!r}")
 
     def _publish(self, payload: str) -> None:
         try:

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import FAST_PASSWORDS, empty_postgres
 from tests.scaled.servers import Instance
-from tests.services import unique_prefix
+from tests.services import FAST_PASSWORDS, empty_postgres, unique_prefix
 
 WORKERS_PER_INSTANCE = 2
 

@@ -7,6 +7,7 @@ exactly-once effect, and one order per conversation.
 
 import time
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import pytest
 
 from tests.factories import Person
 from tests.scaled.client import (
+    REQUEST_TIMEOUT_S,
     ApiClient,
     create_group,
     history,
@@ -33,7 +35,8 @@ SENDER_THREADS = 8
 SENDS_PER_THREAD = 25
 RETRY_EVERY = 5  # every fifth send is sent again, through the other instance
 RECEIVER_POLL_S = 5
-RECEIVE_BOUND_S = 40  # receivers give up (and the test reports what was lost) after this
+SEND_BOUND_S = 20  # senders start no new send after this (a stuck app fails, not hangs)
+RECEIVE_BOUND_S = 30  # receivers give up (and the test reports what was lost) after this
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,12 @@ class PlannedSend:
 @dataclass
 class SendOutcome:
     planned: PlannedSend
-    status: int
-    message: dict
-    retry_status: int | None = None
-    retry_message: dict | None = None
+    answers: list[tuple[int, dict]]  # (status, body) of the send, then of its retry
+
+    @property
+    def message(self) -> dict | None:
+        """The stored message, from the first answer that carried it."""
+        return next((body for status, body in self.answers if status in (200, 201)), None)
 
 
 def test_concurrent_senders_on_both_instances_lose_and_duplicate_nothing(instances):
@@ -70,39 +75,57 @@ def test_concurrent_senders_on_both_instances_lose_and_duplicate_nothing(instanc
         people = [sign_up(client, f"member{i}") for i in range(GROUP_SIZE)]
         chats = start_chats(client, people)
     plans = plan_sends(chats)
-    expected = expected_message_counts(people, plans)
 
-    deadline = time.monotonic() + RECEIVE_BOUND_S
-    with ThreadPoolExecutor(len(people) + SENDER_THREADS) as pool:
-        receiving = {
-            person.id: pool.submit(
-                receive_everything, urls[(i + 1) % 2], person, expected[person.id], deadline
-            )
-            for i, person in enumerate(people)
-        }
-        sending = [pool.submit(send_all, urls, plan) for plan in plans]
-        outcomes = [o for future in sending for o in future.result(timeout=RECEIVE_BOUND_S)]
-        bound = RECEIVE_BOUND_S + RECEIVER_POLL_S + 10
-        inboxes = {pid: future.result(timeout=bound) for pid, future in receiving.items()}
-
-    sent = sent_ids_by_chat(outcomes)
-    figures = delivery_figures(chats, sent, inboxes)
+    outcomes, inboxes = run_traffic(urls, people, plans)
+    sent = stored_messages_by_chat(outcomes)
+    figures = delivery_figures(chats, outcomes, inboxes)
     print("scaled delivery: " + ", ".join(f"{name} {n}" for name, n in figures.items()))
 
-    assert all(o.status == 201 for o in outcomes)
+    refused = [o.answers[0] for o in outcomes if o.answers[0][0] != 201]
+    assert not refused, f"{len(refused)} sends refused, first: {refused[0]}"
+    planned = sum(len(plan) for plan in plans)
+    assert len(outcomes) == planned, f"{len(outcomes)} of {planned} sends within {SEND_BOUND_S} s"
     retried = [o for o in outcomes if o.planned.retried]
-    assert retried and all(o.retry_status == 200 for o in retried)
-    assert all(o.retry_message["id"] == o.message["id"] for o in retried)
+    assert all(o.answers[1] == (200, o.message) for o in retried)
     for person in people:
-        assert [e["seq"] for e in inboxes[person.id]] == list(range(1, len(inboxes[person.id]) + 1))
+        seqs = [e["seq"] for e in inboxes[person.id]]
+        assert seqs == list(range(1, len(seqs) + 1)), f"{person.username}'s inbox has gaps"
     assert figures["lost"] == figures["duplicated"] == 0
     for chat in chats:
         orders = [conversation_order(inboxes[m.id], chat.id) for m in chat.members]
-        assert all(order == sorted(sent[chat.id]) for order in orders), f"chat {chat.id}"
+        assert all(order == sent[chat.id] for order in orders), f"chat {chat.id}"
     with ApiClient(urls[1]) as client:
         for chat in chats:
             stored = history(client, chat.members[0], chat.id, after=0, limit=200)["messages"]
-            assert [(m["seq"], m["id"]) for m in stored] == sorted(sent[chat.id])
+            assert [(m["seq"], m["id"]) for m in stored] == sent[chat.id]
+
+
+def run_traffic(urls: list[str], people: list[Person], plans: list[list[PlannedSend]]):
+    """Every member long-polls while the sender threads run; returns the sends' outcomes
+    and each member's inbox as received.
+
+    Receivers stop once they hold as many messages as they are owed: the planned
+    number, lowered to what was actually stored once the senders are done (so a
+    refused send does not keep them polling until the deadline).
+    """
+    owed = owed_messages(people, (planned for plan in plans for planned in plan))
+    send_deadline = time.monotonic() + SEND_BOUND_S
+    receive_deadline = time.monotonic() + RECEIVE_BOUND_S
+    with ThreadPoolExecutor(len(people) + SENDER_THREADS) as pool:
+        receiving = {
+            person.id: pool.submit(
+                receive_everything, urls[(i + 1) % 2], person, owed, receive_deadline
+            )
+            for i, person in enumerate(people)
+        }
+        sending = [pool.submit(send_all, urls, plan, send_deadline) for plan in plans]
+        # Both bounds only back up the threads' own deadlines and request timeouts.
+        send_bound = SEND_BOUND_S + 2 * REQUEST_TIMEOUT_S
+        outcomes = [o for future in sending for o in future.result(send_bound)]
+        owed.update(owed_messages(people, (o.planned for o in outcomes if o.message)))
+        receive_bound = RECEIVE_BOUND_S + RECEIVER_POLL_S + 2 * REQUEST_TIMEOUT_S
+        inboxes = {pid: future.result(receive_bound) for pid, future in receiving.items()}
+    return outcomes, inboxes
 
 
 def start_chats(client: ApiClient, people: list[Person]) -> list[Chat]:
@@ -135,47 +158,47 @@ def plan_sends(chats: list[Chat]) -> list[list[PlannedSend]]:
     return plans
 
 
-def expected_message_counts(people: list[Person], plans: list[list[PlannedSend]]) -> dict:
+def owed_messages(people: list[Person], sends: Iterable[PlannedSend]) -> dict[int, int]:
     """How many messages each person should receive (a retry makes no new message)."""
-    counts = Counter(m.id for plan in plans for send in plan for m in send.chat.members)
+    counts = Counter(member.id for planned in sends for member in planned.chat.members)
     return {person.id: counts[person.id] for person in people}
 
 
-def send_all(urls: list[str], plan: list[PlannedSend]) -> list[SendOutcome]:
+def send_all(urls: list[str], plan: list[PlannedSend], deadline: float) -> list[SendOutcome]:
+    """Make the planned sends in order; those not begun by ``deadline`` are left out."""
     with ExitStack() as stack:
         clients = [stack.enter_context(ApiClient(url)) for url in urls]
-        return [send_planned(clients, planned) for planned in plan]
+        outcomes = []
+        for planned in plan:
+            if time.monotonic() > deadline:
+                break
+            outcomes.append(send_planned(clients, planned))
+        return outcomes
 
 
 def send_planned(clients: list[ApiClient], planned: PlannedSend) -> SendOutcome:
     """Send once; a retried send goes again (same client_msg_id) through the other instance."""
-
-    def send_through(client: ApiClient):
-        return send(
-            client,
+    vias = [planned.via, 1 - planned.via] if planned.retried else [planned.via]
+    answers = []
+    for via in vias:
+        response = send(
+            clients[via],
             planned.sender,
             planned.chat.id,
             planned.text,
             client_msg_id=planned.client_msg_id,
         )
-
-    first = send_through(clients[planned.via])
-    outcome = SendOutcome(planned, first.status_code, first.json())
-    if planned.retried:
-        again = send_through(clients[1 - planned.via])
-        outcome.retry_status, outcome.retry_message = again.status_code, again.json()
-    return outcome
+        answers.append((response.status_code, response.json()))
+    return SendOutcome(planned, answers)
 
 
-def receive_everything(url: str, person: Person, expected: int, deadline: float) -> list[dict]:
-    """Long-poll like a phone, confirming each batch with ``after``, until ``expected``
+def receive_everything(url: str, person: Person, owed: dict, deadline: float) -> list[dict]:
+    """Long-poll like a phone, confirming each batch with ``after``, until the owed
     messages arrived (or the deadline passed); then one short poll for anything extra."""
     entries: list[dict] = []
     cursor = 0
     with ApiClient(url) as client:
-        while len(message_texts({"entries": entries})) < expected:
-            if time.monotonic() > deadline:
-                break
+        while count_messages(entries) < owed[person.id] and time.monotonic() < deadline:
             batch = poll(client, person, after=cursor, timeout=RECEIVER_POLL_S)
             entries += batch["entries"]
             cursor = batch["cursor"]
@@ -183,13 +206,16 @@ def receive_everything(url: str, person: Person, expected: int, deadline: float)
     return entries
 
 
-def sent_ids_by_chat(outcomes: list[SendOutcome]) -> dict[int, list[tuple[int, int]]]:
-    """Each chat's stored messages as (conversation seq, message id)."""
+def count_messages(entries: list[dict]) -> int:
+    return sum(entry["type"] == "message" for entry in entries)
+
+
+def stored_messages_by_chat(outcomes: list[SendOutcome]) -> dict[int, list[tuple[int, int]]]:
+    """Each chat's stored messages as (conversation seq, message id), in seq order."""
     sent: dict[int, list[tuple[int, int]]] = {}
-    for outcome in outcomes:
-        message = outcome.message
+    for message in filter(None, (outcome.message for outcome in outcomes)):
         sent.setdefault(message["conversation_id"], []).append((message["seq"], message["id"]))
-    return sent
+    return {chat_id: sorted(messages) for chat_id, messages in sent.items()}
 
 
 def conversation_order(entries: list[dict], chat_id: int) -> list[tuple[int, int]]:
@@ -201,17 +227,25 @@ def conversation_order(entries: list[dict], chat_id: int) -> list[tuple[int, int
     ]
 
 
-def delivery_figures(chats: list[Chat], sent: dict, inboxes: dict) -> dict[str, int]:
-    """Sent messages, and deliveries made, missing and repeated, over every member."""
-    figures = Counter(sent=sum(len(ids) for ids in sent.values()))
+def delivery_figures(chats: list[Chat], outcomes: list[SendOutcome], inboxes: dict) -> dict:
+    """Messages stored and refused, and deliveries made, missing and repeated over every
+    member (counted by client_msg_id, so a duplicate with a new id counts too)."""
+    stored = [o for o in outcomes if o.message]
+    figures = Counter(sent=len(stored), refused=len(outcomes) - len(stored))
     for chat in chats:
+        keys = [o.planned.client_msg_id for o in stored if o.planned.chat.id == chat.id]
         for member in chat.members:
-            received = Counter(conversation_order(inboxes[member.id], chat.id))
-            for message in sent[chat.id]:
-                figures["delivered"] += min(received[message], 1)
-                figures["lost"] += received[message] == 0
-                figures["duplicated"] += max(received[message] - 1, 0)
-    return {name: figures[name] for name in ("sent", "delivered", "lost", "duplicated")}
+            received = Counter(
+                e["message"]["client_msg_id"]
+                for e in inboxes[member.id]
+                if e["type"] == "message" and e["conversation_id"] == chat.id
+            )
+            for key in keys:
+                figures["delivered"] += min(received[key], 1)
+                figures["lost"] += received[key] == 0
+                figures["duplicated"] += max(received[key] - 1, 0)
+    names = ("sent", "refused", "delivered", "lost", "duplicated")
+    return {name: figures[name] for name in names}
 
 
 def test_a_message_sent_through_a_is_in_history_through_b_at_once(instances):

@@ -5,6 +5,7 @@ from concurrent.futures import wait as wait_for
 
 import pytest
 
+from tests.factories import Person
 from tests.scaled.client import (
     ApiClient,
     message_texts,
@@ -66,7 +67,7 @@ def test_a_newer_poll_from_the_same_phone_ends_the_older_one_on_the_other_instan
     assert newer["entries"] == []
 
 
-def poll_again_until_it_ends(client: ApiClient, person, older: Future) -> dict:
+def poll_again_until_it_ends(client: ApiClient, person: Person, older: Future) -> dict:
     """Make newer polls of the same device until ``older`` ends; returns the last one's answer.
 
     A worker's first long poll starts its Redis listener, and the gauge counts

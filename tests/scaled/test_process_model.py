@@ -10,6 +10,7 @@ REFUSAL_WAIT_S = 30
 
 
 def test_several_workers_without_redis_are_refused_at_start(tmp_path):
+    # The instance's environment carries no REDIS_URL unless given one.
     server = Instance.start(
         "no-redis", tmp_path, WEB_CONCURRENCY="2", DATABASE_URL=f"sqlite:///{tmp_path}/p.db"
     )
