@@ -17,6 +17,7 @@ from api import create_app
 from api.db import db
 from tests import services
 from tests.contract import check_flask_response
+from tests.factories import open_direct, sign_up
 
 ROOT = services.__file__.rsplit("/tests/", 1)[0]
 
@@ -110,3 +111,10 @@ def app(make_app):
 @pytest.fixture
 def client(app) -> ContractClient:
     return app.test_client()
+
+
+@pytest.fixture
+def pair(client):
+    """Ann and Ben, signed up and logged in, and their direct conversation's id."""
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    return ann, ben, open_direct(client, ann, ben)

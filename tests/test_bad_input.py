@@ -4,13 +4,7 @@ import json
 
 import pytest
 
-from tests.factories import message_texts, open_direct, poll, send, sign_up
-
-
-@pytest.fixture
-def pair(client):
-    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
-    return ann, ben, open_direct(client, ann, ben)
+from tests.factories import message_texts, poll, send
 
 
 def assert_error(response, status: int, code: str | None = None) -> dict:

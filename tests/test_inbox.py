@@ -1,7 +1,6 @@
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 import redis
 
 from tests.factories import (
@@ -42,12 +41,6 @@ def long_poll_in_background(app, person, **params):
     future = pool.submit(run)
     pool.shutdown(wait=False)
     return future
-
-
-@pytest.fixture
-def pair(client):
-    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
-    return ann, ben, open_direct(client, ann, ben)
 
 
 def test_a_short_poll_answers_at_once_and_redelivers_until_confirmed(client, pair):

@@ -23,11 +23,17 @@ def prune(app) -> int:
         return InboxPruner(app).step()
 
 
-def test_entries_past_the_retention_are_pruned_and_a_stale_cursor_is_told(app, client):
+def chat(client, messages: int):
+    """Ann and Ben, and Ann's messages m1, m2, … in their direct chat."""
     ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
     cid = open_direct(client, ann, ben)
-    for i in range(1, 6):
+    for i in range(1, messages + 1):
         send(client, ann, cid, f"m{i}")
+    return ann, ben, cid
+
+
+def test_entries_past_the_retention_are_pruned_and_a_stale_cursor_is_told(app, client):
+    _, ben, cid = chat(client, messages=5)
     age_entries(app, ben.id, through_seq=3, days=31)
 
     assert prune(app) == 1  # only ben has expired entries
@@ -43,10 +49,7 @@ def test_entries_past_the_retention_are_pruned_and_a_stale_cursor_is_told(app, c
 
 
 def test_a_new_login_starts_at_the_oldest_kept_entry(app, client):
-    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
-    cid = open_direct(client, ann, ben)
-    for i in range(1, 4):
-        send(client, ann, cid, f"m{i}")
+    _, ben, _ = chat(client, messages=3)
     age_entries(app, ben.id, through_seq=2, days=40)
     prune(app)
     tablet = log_in(client, "ben", device_name="tablet")
@@ -54,8 +57,6 @@ def test_a_new_login_starts_at_the_oldest_kept_entry(app, client):
 
 
 def test_entries_within_the_retention_stay(app, client):
-    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
-    cid = open_direct(client, ann, ben)
-    send(client, ann, cid, "fresh")
+    _, ben, _ = chat(client, messages=1)
     assert prune(app) == 0
-    assert message_texts(poll(client, ben, after=0)) == ["fresh"]
+    assert message_texts(poll(client, ben, after=0)) == ["m1"]
