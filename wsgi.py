@@ -10,5 +10,10 @@ from gevent import monkey
 monkey.patch_all()
 
 from api import create_app  # noqa: E402 - must come after monkey-patching
+from workers.presence_sweeper import PresenceSweeper  # noqa: E402
 
 app = create_app()
+
+if not app.config["REDIS_URL"]:
+    # Embedded mode: presence lives in this process, so this process sweeps it.
+    PresenceSweeper(app).start_in_background()

@@ -4,7 +4,8 @@ create_app()
   ├── config      api/config.py (defaults → environment → overrides)
   ├── db          one engine per process, a session per request
   ├── hub         wake-ups and cached hints (in-process, or Redis)
-  └── blueprints  accounts, conversations, messages, inbox, ops
+  ├── presence    where polls are noted (in-process, or Redis)
+  └── blueprints  accounts, conversations, messages, inbox, presence, ops
 """
 
 from typing import Any
@@ -30,14 +31,18 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from api.inbox.views import bp as inbox_bp
     from api.messages.views import bp as messages_bp
     from api.ops import bp as ops_bp
+    from api.presence.actions import init_presence
+    from api.presence.views import bp as presence_bp
     from api.validation import IdConverter
 
     app.url_map.converters["id"] = IdConverter
     db.init_app(app)
     init_coordinator(app)
+    init_presence(app, app.extensions["parley.hub"].client)
     init_password_hasher(app)
     init_http(app)
     register_error_handlers(app)
-    for blueprint in (accounts_bp, conversations_bp, messages_bp, inbox_bp, ops_bp):
+    blueprints = (accounts_bp, conversations_bp, messages_bp, inbox_bp, presence_bp, ops_bp)
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     return app

@@ -27,6 +27,14 @@ DEFAULTS: dict[str, Any] = {
     # Inbox entries older than this are pruned (messages stay in history); a
     # device that polls from behind the pruned part is told so with 410.
     "INBOX_RETENTION_DAYS": 30,
+    # Online while a device polls, and for this long after its last poll ends:
+    # above the ~25 s gap of a client re-polling, so reconnects never flap.
+    "PRESENCE_WINDOW_S": 30.0,
+    # Members of groups up to this size hear of each other's presence changes;
+    # in bigger groups every change would fan out to too many inboxes.
+    "PRESENCE_GROUP_MAX": 64,
+    "PRESENCE_QUERY_MAX": 100,  # user ids per GET /v1/presence
+    "PRESENCE_SWEEP_INTERVAL_S": 1.0,
     "HISTORY_LIMIT_DEFAULT": 50,
     "HISTORY_LIMIT_MAX": 200,
     # A JSON-escaped 100,000-character message can take 1.2 MB; bodies past

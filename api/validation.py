@@ -1,6 +1,6 @@
 """Reading request bodies and query strings through marshmallow schemas."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 from flask import request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
@@ -59,3 +59,31 @@ class IdConverter(IntegerConverter):
 
     def __init__(self, url_map) -> None:
         super().__init__(url_map, min=1, max=ID_MAX)
+
+
+class IdList(fields.Field):
+    """A comma-separated list of ids in a query string: ``user_ids=3,5,8``."""
+
+    default_error_messages: ClassVar[dict[str, str]] = {
+        "invalid": "A comma-separated list of positive integer ids."
+    }
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> list[int]:
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        try:
+            ids = [int(part) for part in value.split(",") if part.strip()]
+        except ValueError as exc:
+            raise self.make_error("invalid") from exc
+        if not ids or not all(1 <= i <= ID_MAX for i in ids):
+            raise self.make_error("invalid")
+        return list(dict.fromkeys(ids))  # unique, in the order asked
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON ``true`` or ``false`` only: ``1``, ``"yes"`` or ``"true"`` are refused."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value

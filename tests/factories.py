@@ -1,5 +1,7 @@
 """Test data made through the API, the way a client makes it."""
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -67,6 +69,10 @@ def poll(client, person: Person, **params) -> dict:
     return response.get_json()
 
 
+def of_type(batch: dict, entry_type: str) -> list[dict]:
+    return [e for e in batch["entries"] if e["type"] == entry_type]
+
+
 def message_texts(batch: dict) -> list[str]:
     return [e["message"]["text"] for e in batch["entries"] if e["type"] == "message"]
 
@@ -74,3 +80,31 @@ def message_texts(batch: dict) -> list[str]:
 # Several apps sharing one database stand for several processes, which only the
 # scaled backend supports (the embedded mode refuses more than one process).
 scaled_only = pytest.mark.parametrize("backend", ["postgres"])
+
+
+def waiting_polls(app) -> int:
+    return len(app.extensions["parley.hub"].hub.waiters)
+
+
+def wait_until_waiting(app, count: int = 1) -> None:
+    """Block until ``count`` long polls are held (bounded: a few seconds at most)."""
+    for _ in range(500):
+        if waiting_polls(app) >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the long poll never started waiting")
+
+
+def long_poll_in_background(app, person, **params):
+    """Start a long poll on its own client; returns the future of (body, seconds taken)."""
+    client = app.test_client()
+
+    def run():
+        started = time.monotonic()
+        body = poll(client, person, **params)
+        return body, time.monotonic() - started
+
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(run)
+    pool.shutdown(wait=False)
+    return future

@@ -14,7 +14,7 @@ def test_sign_up_log_in_and_see_my_profile(client):
 
     alice = log_in(client, "ALICE")
     me = client.get("/v1/users/me", headers=alice.auth).get_json()
-    assert me == created.get_json()
+    assert me == {**created.get_json(), "show_presence": True}
 
 
 def test_usernames_are_unique_whatever_their_case(client):

@@ -1,6 +1,6 @@
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.factories import create_group, open_direct, poll, scaled_only, sign_up
+from tests.factories import create_group, of_type, open_direct, poll, scaled_only, sign_up
 
 
 def test_a_direct_chat_is_opened_once_whoever_opens_it(client):
@@ -44,8 +44,7 @@ def test_a_direct_chat_needs_one_existing_other_user(client):
 def test_a_group_tells_its_members_they_joined(client):
     ann, ben, cid = sign_up(client, "ann"), sign_up(client, "ben"), None
     cid = create_group(client, ann, [ben], title="Book club")
-    entry = poll(client, ben)["entries"][0]
-    assert entry["type"] == "member_joined"
+    (entry,) = of_type(poll(client, ben), "member_joined")
     assert entry["conversation_id"] == cid
     assert sorted(entry["user_ids"]) == sorted([ann.id, ben.id])
     assert entry["actor_id"] == ann.id

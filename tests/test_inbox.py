@@ -1,46 +1,20 @@
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
 from tests.factories import (
     create_group,
     log_in,
+    long_poll_in_background,
     message_texts,
+    of_type,
     open_direct,
     poll,
     scaled_only,
     send,
     sign_up,
+    wait_until_waiting,
 )
-
-
-def waiting_polls(app) -> int:
-    return len(app.extensions["parley.hub"].hub.waiters)
-
-
-def wait_until_waiting(app, count: int = 1) -> None:
-    """Block until ``count`` long polls are held (bounded: a few seconds at most)."""
-    for _ in range(500):
-        if waiting_polls(app) >= count:
-            return
-        time.sleep(0.01)
-    raise AssertionError("the long poll never started waiting")
-
-
-def long_poll_in_background(app, person, **params):
-    """Start a long poll on its own client; returns the future of (body, seconds taken)."""
-    client = app.test_client()
-
-    def run():
-        started = time.monotonic()
-        body = poll(client, person, **params)
-        return body, time.monotonic() - started
-
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(run)
-    pool.shutdown(wait=False)
-    return future
 
 
 def test_a_short_poll_answers_at_once_and_redelivers_until_confirmed(client, pair):
@@ -171,9 +145,9 @@ def test_group_membership_changes_reach_every_member(client):
     ann, ben, cat = (sign_up(client, n) for n in ("ann", "ben", "cat"))
     cid = create_group(client, ann, [ben])
     client.post(f"/v1/conversations/{cid}/members", json={"member_ids": [cat.id]}, headers=ann.auth)
-    ben_sees = [(e["type"], e["user_ids"]) for e in poll(client, ben)["entries"]]
-    assert ben_sees == [("member_joined", [ann.id, ben.id]), ("member_joined", [cat.id])]
-    assert [e["type"] for e in poll(client, cat)["entries"]] == ["member_joined"]
+    ben_sees = [e["user_ids"] for e in of_type(poll(client, ben), "member_joined")]
+    assert ben_sees == [[ann.id, ben.id], [cat.id]]
+    assert [e["user_ids"] for e in of_type(poll(client, cat), "member_joined")] == [[cat.id]]
 
 
 def test_an_empty_short_poll_costs_no_database_query(app, client, pair):

@@ -1,5 +1,6 @@
 """Background processes, each a small class run by ``python -m workers NAME``.
 
-base.Worker         the loop: run a step, sleep, stop cleanly on SIGTERM
+base.Worker         the loop: run a step, pause, repeat; stop on SIGTERM
 inbox_pruner        drops inbox entries past the retention period
+presence_sweeper    turns users offline when their presence window passes
 """

@@ -14,6 +14,9 @@ class Worker:
 
     name: str
     interval_s: float
+    # True for workers whose state is shared through Redis: run as a process of
+    # their own only in the scaled mode (the web process runs them otherwise).
+    needs_redis = False
 
     def __init__(self, app: Flask) -> None:
         self.app = app
@@ -26,9 +29,19 @@ class Worker:
     def stop(self) -> None:
         self._stopping.set()
 
-    def run_forever(self) -> None:
+    def run_as_process(self) -> None:
+        """Run until SIGTERM or SIGINT (``python -m workers NAME``)."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop())
+        self.run_forever()
+
+    def start_in_background(self) -> threading.Thread:
+        """Run inside this process (a greenlet under gunicorn's gevent worker)."""
+        thread = threading.Thread(target=self.run_forever, name=self.name, daemon=True)
+        thread.start()
+        return thread
+
+    def run_forever(self) -> None:
         log.info("%s started, every %s s", self.name, self.interval_s)
         while not self._stopping.is_set():
             try:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from api.accounts.models import Device, User
 from api.auth import Auth, new_token, revoke_cached_token
 from api.errors import ApiError
+from api.presence.actions import do_sync_presence
 
 # Verifying against this when the user does not exist keeps the answer's
 # timing from telling which usernames are taken.
@@ -96,3 +97,22 @@ def access_user(session: Session, user_id: int) -> User:
 
 def find_users_by_username(session: Session, username: str) -> list[User]:
     return list(session.scalars(select(User).where(User.username == canonical_username(username))))
+
+
+def check_users_exist(session: Session, user_ids: set[int], field: str = "member_ids") -> None:
+    """422 naming the ids (of request field ``field``) that are nobody."""
+    found = set(session.scalars(select(User.id).where(User.id.in_(user_ids))))
+    missing = sorted(user_ids - found)
+    if missing:
+        raise ApiError(422, "unknown_users", "Some ids are not users.", {field: missing})
+
+
+def do_update_me(session: Session, user_id: int, changes: dict) -> User:
+    """Change my profile; hiding or showing presence tells my contacts at once."""
+    user = access_user(session, user_id)
+    for name, value in changes.items():
+        setattr(user, name, value)
+    session.commit()
+    if "show_presence" in changes:
+        do_sync_presence(session, user_id)
+    return user

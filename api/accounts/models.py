@@ -1,9 +1,11 @@
 """Users and their devices (one device per login, each with its own token and cursor)."""
 
-from sqlalchemy import BigInteger, ForeignKey, String
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, String, false, true
 from sqlalchemy.orm import Mapped, mapped_column
 
-from api.db import Base, BigId, created_at, id_pk
+from api.db import Base, BigId, UTCDateTime, created_at, id_pk
 
 
 class User(Base):
@@ -20,6 +22,12 @@ class User(Base):
     # Entries up to here were pruned (older than the retention); a poll from
     # behind it is answered 410 with this as the oldest cursor still valid.
     inbox_floor: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Presence: whether others may see it, what they were last told (so each
+    # change is announced once), and when the user was last seen (kept here so a
+    # Redis restart does not forget it).
+    show_presence: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    presence_announced: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[created_at]
 
 

@@ -1,6 +1,6 @@
 from marshmallow import Schema, fields, validate
 
-from api.validation import check_storable_text
+from api.validation import StrictBoolean, check_storable_text
 
 USERNAME = validate.Regexp(
     r"^[A-Za-z0-9_.-]{3,32}$",
@@ -21,6 +21,17 @@ class UserSchema(Schema):
 
 
 LOOKUP_TEXT = [validate.Length(min=1, max=64), check_storable_text]
+
+
+class MeSchema(UserSchema):
+    """My own profile: the public one plus my settings."""
+
+    show_presence = fields.Boolean()
+
+
+class MeUpdateSchema(Schema):
+    display_name = fields.String(validate=[validate.Length(min=1, max=64), check_storable_text])
+    show_presence = StrictBoolean()
 
 
 class LogInSchema(Schema):
@@ -45,6 +56,8 @@ class UserLookupSchema(Schema):
 
 
 user_schema = UserSchema()
+me_schema = MeSchema()
+me_update_schema = MeUpdateSchema()
 users_schema = UserSchema(many=True)
 log_in_schema = LogInSchema()
 session_schema = SessionSchema()

@@ -3,6 +3,8 @@ from flask import Blueprint
 from api.accounts import actions
 from api.accounts.schemas import (
     log_in_schema,
+    me_schema,
+    me_update_schema,
     session_schema,
     user_lookup_schema,
     user_schema,
@@ -46,8 +48,16 @@ def log_out():
 @bp.get("/users/me")
 @authenticated
 def me():
-    """The logged-in user's profile."""
-    return user_schema.dump(actions.access_user(db.session, current_auth().user_id))
+    """The logged-in user's profile and settings."""
+    return me_schema.dump(actions.access_user(db.session, current_auth().user_id))
+
+
+@bp.patch("/users/me")
+@authenticated
+def update_me():
+    """Change my display name or whether others see my presence."""
+    changes = load_json(me_update_schema)
+    return me_schema.dump(actions.do_update_me(db.session, current_auth().user_id, changes))
 
 
 @bp.get("/users/<id:user_id>")

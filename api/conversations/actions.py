@@ -10,6 +10,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api.accounts.actions import check_users_exist
 from api.accounts.models import User
 from api.conversations.models import DIRECT, GROUP, Conversation, Membership, direct_key
 from api.errors import ApiError
@@ -51,15 +52,6 @@ def access_group(session: Session, conversation_id: int, user_id: int) -> Conver
     if conversation.kind != GROUP:
         raise ApiError(409, "not_a_group", "Members of a direct conversation cannot change.")
     return conversation
-
-
-def check_users_exist(session: Session, user_ids: set[int]) -> None:
-    found = set(session.scalars(select(User.id).where(User.id.in_(user_ids))))
-    missing = sorted(user_ids - found)
-    if missing:
-        raise ApiError(
-            422, "unknown_users", "Some member ids are not users.", {"member_ids": missing}
-        )
 
 
 def check_group_size(size: int) -> None:

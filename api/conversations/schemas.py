@@ -2,6 +2,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from api.accounts.schemas import UserSchema
 from api.conversations.models import DIRECT, GROUP
+from api.presence.schemas import PresenceSchema
 from api.validation import ID_MAX, StrictInteger, check_storable_text
 
 MEMBER_ID = StrictInteger(validate=validate.Range(min=1, max=ID_MAX))
@@ -41,7 +42,18 @@ class ConversationSchema(Schema):
     members = fields.List(fields.Nested(UserSchema))
 
 
+class MemberSchema(UserSchema):
+    presence = fields.Nested(PresenceSchema)
+
+
+class ConversationDetailSchema(ConversationSchema):
+    """One conversation, its members with their presence."""
+
+    members = fields.List(fields.Nested(MemberSchema))
+
+
 new_conversation_schema = NewConversationSchema()
+conversation_detail_schema = ConversationDetailSchema()
 new_members_schema = NewMembersSchema()
 conversation_schema = ConversationSchema()
 conversations_schema = ConversationSchema(many=True)

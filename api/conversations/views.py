@@ -1,15 +1,18 @@
 from flask import Blueprint
 
+from api.accounts.schemas import user_schema
 from api.auth import authenticated, current_auth
 from api.conversations import actions
 from api.conversations.models import DIRECT, Conversation
 from api.conversations.schemas import (
+    conversation_detail_schema,
     conversation_schema,
     conversations_schema,
     new_conversation_schema,
     new_members_schema,
 )
 from api.db import db
+from api.presence.actions import presence_of
 from api.validation import load_json
 
 bp = Blueprint("conversations", __name__, url_prefix="/v1/conversations")
@@ -51,9 +54,18 @@ def my_conversations():
 @bp.get("/<id:conversation_id>")
 @authenticated
 def get_conversation(conversation_id: int):
-    """One conversation of mine with its members."""
+    """One conversation of mine with its members and their presence."""
     conversation = actions.access_conversation(db.session, conversation_id, current_auth().user_id)
-    return conversation_schema.dump(_with_members([conversation])[0])
+    detail = _with_members([conversation])[0]
+    states = presence_of(db.session, [member.id for member in detail["members"]])
+    detail["members"] = [
+        {
+            **{name: getattr(member, name) for name in user_schema.dump_fields},
+            "presence": states[member.id],
+        }
+        for member in detail["members"]
+    ]
+    return conversation_detail_schema.dump(detail)
 
 
 @bp.post("/<id:conversation_id>/members")

@@ -26,6 +26,7 @@ class Coordinator:
     hub: Hub
     hints: LocalHints | RedisHints
     prefix: str
+    client: redis.Redis | None = None
 
 
 def init_coordinator(app: Flask) -> None:
@@ -41,7 +42,9 @@ def init_coordinator(app: Flask) -> None:
             # Named so operators (and tests) can tell Parley's connections apart.
             client_name=f"{prefix.rstrip(':')}-{os.getpid()}",
         )
-        coordinator = Coordinator(RedisHub(client, prefix + "wake"), RedisHints(client), prefix)
+        coordinator = Coordinator(
+            RedisHub(client, prefix + "wake"), RedisHints(client), prefix, client
+        )
     else:
         coordinator = Coordinator(LocalHub(), LocalHints(), prefix)
     app.extensions["parley.hub"] = coordinator

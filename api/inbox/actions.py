@@ -48,25 +48,34 @@ def _cursor_key(device_id: int) -> str:
     return f"{coordinator().prefix}cursor:{device_id}"
 
 
+def lock_users(session: Session, user_ids: Iterable[int]) -> None:
+    """Lock these user rows until commit, in id order (the one order every writer uses).
+
+    FOR NO KEY UPDATE, not FOR UPDATE: rows other transactions insert (messages,
+    devices) take KEY SHARE locks on their user through the foreign key, and FOR
+    UPDATE would wait on those: two crossing group sends would deadlock.
+    """
+    session.execute(
+        select(users_table.c.id)
+        .where(users_table.c.id.in_(sorted(set(user_ids))))
+        .order_by(users_table.c.id)
+        .with_for_update(key_share=True)
+    )
+
+
 def do_append_entries(
     session: Session,
     user_ids: Iterable[int],
     entry_type: str,
-    conversation_id: int,
+    conversation_id: int | None,
     message_id: int | None = None,
     payload: dict[str, Any] | None = None,
 ) -> dict[int, int]:
     """Add one entry to each user's inbox (uncommitted); returns ``{user_id: seq}``."""
     ids = sorted(set(user_ids))
-    # FOR NO KEY UPDATE, not FOR UPDATE: rows other transactions insert
-    # (messages, devices) take KEY SHARE locks on their user through the foreign
-    # key, and FOR UPDATE would wait on those: two crossing group sends deadlock.
-    session.execute(
-        select(users_table.c.id)
-        .where(users_table.c.id.in_(ids))
-        .order_by(users_table.c.id)
-        .with_for_update(key_share=True)
-    )
+    if not ids:
+        return {}
+    lock_users(session, ids)
     heads = dict(
         session.execute(
             update(users_table)

@@ -11,6 +11,7 @@ from api.db import Base, BigId, UTCDateTime, utcnow
 MESSAGE = "message"
 MEMBER_JOINED = "member_joined"
 MEMBER_LEFT = "member_left"
+PRESENCE = "presence"
 
 
 class InboxEntry(Base):

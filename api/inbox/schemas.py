@@ -30,6 +30,10 @@ class EntrySchema(Schema):
     # member_joined / member_left: who joined or left, and who did it.
     user_ids = fields.List(fields.Integer())
     actor_id = fields.Integer()
+    # presence: whose, and their state as they let others see it.
+    user_id = fields.Integer()
+    online = fields.Boolean()
+    last_seen = fields.String(allow_none=True)  # ISO 8601, as stored with the entry
 
 
 class BatchSchema(Schema):

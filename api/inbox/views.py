@@ -5,6 +5,7 @@ from api.auth import authenticated, current_auth
 from api.inbox import actions
 from api.inbox.schemas import ack_schema, batch_schema, poll_query_schema
 from api.metrics import POLLS
+from api.presence.actions import note_poll
 from api.validation import load_json, load_query
 
 bp = Blueprint("inbox", __name__, url_prefix="/v1/inbox")
@@ -30,9 +31,12 @@ def poll():
     else:
         after = actions.stored_cursor(auth)
     timeout = min(query["timeout"], config["LONG_POLL_CAP_S"])
+    if timeout:
+        note_poll(auth, holds_for=timeout, ended=False)
     batch = actions.poll_inbox(
         auth, after, timeout, limit=query.get("limit", config["INBOX_LIMIT_DEFAULT"])
     )
+    note_poll(auth, holds_for=0, ended=True)
     outcome = "entries" if batch.entries else ("timeout" if timeout else "empty")
     POLLS.labels("long" if timeout else "short", outcome).inc()
     return batch_schema.dump(batch)

@@ -1,0 +1,31 @@
+from flask import current_app
+from marshmallow import Schema, ValidationError, fields, validates
+
+from api.validation import IdList
+
+
+class PresenceSchema(Schema):
+    online = fields.Boolean()
+    last_seen = fields.DateTime(allow_none=True)
+
+
+class UserPresenceSchema(PresenceSchema):
+    user_id = fields.Integer()
+
+
+class PresenceQuerySchema(Schema):
+    user_ids = IdList(required=True)
+
+    @validates("user_ids")
+    def check_count(self, value: list[int], data_key: str) -> None:
+        limit = current_app.config["PRESENCE_QUERY_MAX"]
+        if len(value) > limit:
+            raise ValidationError(f"At most {limit} ids.")
+
+
+class PresenceListSchema(Schema):
+    presence = fields.List(fields.Nested(UserPresenceSchema))
+
+
+presence_query_schema = PresenceQuerySchema()
+presence_list_schema = PresenceListSchema()

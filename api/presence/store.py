@@ -1,0 +1,112 @@
+"""Where polls are noted, per device, with the time each stops counting as online.
+
+A user is online while any device's deadline lies ahead: a poll sets its
+device's deadline to the poll's end (or the longest it may be held) plus the
+presence window. Users whose deadlines have all passed are popped by ``expire``,
+atomically, so that of several sweepers exactly one sees each user go offline.
+"""
+
+import threading
+from collections import defaultdict
+
+import redis
+
+# Set one device's deadline; the user's deadline becomes the latest live one.
+# Returns 1 if the user was not online before (came online), else 0.
+_TOUCH = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local fields = redis.call('HGETALL', KEYS[1])
+local latest = 0
+for i = 1, #fields, 2 do
+  local deadline = tonumber(fields[i + 1])
+  if deadline <= tonumber(ARGV[3]) then
+    redis.call('HDEL', KEYS[1], fields[i])
+  elseif deadline > latest then
+    latest = deadline
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], ARGV[6]) end
+local before = redis.call('ZSCORE', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[2], latest, ARGV[4])
+if before then return 0 end
+return 1
+"""
+
+# Pop users whose deadline has passed.
+_EXPIRE = """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, user in ipairs(gone) do redis.call('ZREM', KEYS[1], user) end
+return gone
+"""
+
+
+class LocalPresenceStore:
+    """The embedded mode's store: one process sees every poll."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._devices: dict[int, dict[int, float]] = defaultdict(dict)
+        self._deadlines: dict[int, float] = {}
+        self._last_seen: dict[int, float] = {}
+
+    def touch(self, user_id: int, device_id: int, deadline: float, now: float, seen: bool) -> bool:
+        with self._lock:
+            devices = self._devices[user_id]
+            devices[device_id] = deadline
+            for device, until in list(devices.items()):
+                if until <= now:
+                    del devices[device]
+            if seen:
+                self._last_seen[user_id] = now
+            came_online = user_id not in self._deadlines
+            self._deadlines[user_id] = max(devices.values())
+            return came_online
+
+    def expire(self, now: float, limit: int) -> list[int]:
+        with self._lock:
+            gone = [uid for uid, until in self._deadlines.items() if until <= now][:limit]
+            for uid in gone:
+                del self._deadlines[uid]
+            return gone
+
+    def states(self, user_ids: list[int], now: float) -> dict[int, tuple[bool, float | None]]:
+        with self._lock:
+            return {
+                uid: (self._deadlines.get(uid, 0) > now, self._last_seen.get(uid))
+                for uid in user_ids
+            }
+
+
+class RedisPresenceStore:
+    """Presence shared by every process. All keys carry one hash tag, so the
+    scripts stay on one Redis Cluster slot."""
+
+    def __init__(self, client: redis.Redis, prefix: str, device_ttl_s: int) -> None:
+        self._client = client
+        self._prefix = f"{prefix}presence:{{p}}:"
+        self._deadlines = self._prefix + "deadlines"
+        self._last_seen = self._prefix + "last-seen"
+        self._device_ttl_s = device_ttl_s
+        self._touch = client.register_script(_TOUCH)
+        self._expire = client.register_script(_EXPIRE)
+
+    def touch(self, user_id: int, device_id: int, deadline: float, now: float, seen: bool) -> bool:
+        keys = [f"{self._prefix}devices:{user_id}", self._deadlines, self._last_seen]
+        args = [device_id, deadline, now, user_id, self._device_ttl_s, repr(now) if seen else ""]
+        return bool(self._touch(keys=keys, args=args))
+
+    def expire(self, now: float, limit: int) -> list[int]:
+        return [int(uid) for uid in self._expire(keys=[self._deadlines], args=[now, limit])]
+
+    def states(self, user_ids: list[int], now: float) -> dict[int, tuple[bool, float | None]]:
+        if not user_ids:
+            return {}
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.zmscore(self._deadlines, user_ids)
+            pipe.hmget(self._last_seen, user_ids)
+            deadlines, seen = pipe.execute()
+        return {
+            uid: ((until or 0) > now, float(last) if last else None)
+            for uid, until, last in zip(user_ids, deadlines, seen, strict=True)
+        }

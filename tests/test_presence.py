@@ -1,0 +1,225 @@
+"""Presence: online while polling (and for a window after), once-per-change events.
+
+The clock is the app's, moved by hand; sweeps are run by hand, as the sweeper
+worker would run them.
+"""
+
+import pytest
+
+from tests.factories import (
+    create_group,
+    long_poll_in_background,
+    of_type,
+    open_direct,
+    poll,
+    scaled_only,
+    send,
+    sign_up,
+    wait_until_waiting,
+)
+from workers.presence_sweeper import PresenceSweeper
+
+WINDOW_S = 30.0
+START = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def make_clocked_app(make_app, clock):
+    def build(**overrides):
+        app = make_app(**{"PRESENCE_WINDOW_S": WINDOW_S, **overrides})
+        app.extensions["parley.clock"] = clock
+        return app
+
+    return build
+
+
+@pytest.fixture
+def app(make_clocked_app):
+    return make_clocked_app()
+
+
+def sweep(app) -> int:
+    with app.app_context():
+        return PresenceSweeper(app).step()
+
+
+def presence_events(client, person, after: int = 0) -> tuple[list[dict], int]:
+    batch = poll(client, person, after=after)
+    return of_type(batch, "presence"), batch["cursor"]
+
+
+def presence(client, viewer, *people) -> list[dict]:
+    ids = ",".join(str(p.id) for p in people)
+    response = client.get("/v1/presence", query_string={"user_ids": ids}, headers=viewer.auth)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["presence"]
+
+
+def test_polling_makes_a_user_online_and_the_window_turns_them_offline(app, client, clock, pair):
+    ann, ben, _ = pair
+    assert presence(client, ben, ann) == [{"user_id": ann.id, "online": False, "last_seen": None}]
+
+    poll(client, ann)
+    (shown,) = presence(client, ben, ann)
+    assert shown["online"] is True
+    events, cursor = presence_events(client, ben)
+    assert [(e["user_id"], e["online"]) for e in events] == [(ann.id, True)]
+
+    clock.advance(WINDOW_S - 1)
+    assert sweep(app) == 0
+    assert presence(client, ben, ann)[0]["online"] is True
+
+    clock.advance(2)
+    assert sweep(app) == 2  # ann, and ben, whose reading polls count too
+    (shown,) = presence(client, ben, ann)
+    assert shown["online"] is False and shown["last_seen"].startswith("2027-01-15T08:00:00")
+    events, cursor = presence_events(client, ben, cursor)
+    assert [(e["user_id"], e["online"]) for e in events] == [(ann.id, False)]
+    assert events[0]["last_seen"] == shown["last_seen"]
+
+    # A second sweep (or a second sweeper) has nothing left to announce.
+    assert sweep(app) == 0
+    assert presence_events(client, ben, cursor)[0] == []
+
+
+def test_a_client_re_polling_every_25_s_never_flaps(app, client, clock, pair):
+    ann, ben, _ = pair
+    poll(client, ann)
+    _, cursor = presence_events(client, ben)
+    for _ in range(8):
+        clock.advance(25)
+        sweep(app)
+        poll(client, ann)
+    assert presence_events(client, ben, cursor)[0] == []
+    assert presence(client, ben, ann)[0]["online"] is True
+
+
+def test_a_held_long_poll_keeps_its_user_online(make_clocked_app, clock):
+    app = make_clocked_app(PRESENCE_WINDOW_S=5)
+    client = app.test_client()
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    cid = open_direct(client, ann, ben)
+    waiting = long_poll_in_background(app, ann, timeout=20)
+    wait_until_waiting(app)
+    clock.advance(19)  # far past the window, but the poll is still held
+    sweep(app)
+    assert presence(client, ben, ann)[0]["online"] is True
+
+    send(client, ben, cid, "ends the poll")
+    waiting.result(timeout=30)
+    clock.advance(6)
+    assert sweep(app) == 1
+    (shown,) = presence(client, ben, ann)
+    assert shown["online"] is False and shown["last_seen"].startswith("2027-01-15T08:00:19")
+
+
+def test_every_device_must_be_gone_for_offline(app, client, clock, pair):
+    from tests.factories import log_in
+
+    ann, ben, _ = pair
+    laptop = log_in(client, "ann", device_name="laptop")
+    poll(client, ann)
+    clock.advance(20)
+    poll(client, laptop)
+    clock.advance(20)
+    sweep(app)
+    assert presence(client, ben, ann)[0]["online"] is True
+    clock.advance(11)
+    sweep(app)
+    assert presence(client, ben, ann)[0]["online"] is False
+
+
+def test_hidden_presence_leaks_nothing(app, client, clock, pair):
+    ann, ben, cid = pair
+    poll(client, ann)
+    _, cursor = presence_events(client, ben)
+
+    hidden = client.patch("/v1/users/me", json={"show_presence": False}, headers=ann.auth)
+    assert hidden.status_code == 200 and hidden.get_json()["show_presence"] is False
+    events, cursor = presence_events(client, ben, cursor)
+    assert [(e["online"], e["last_seen"]) for e in events] == [(False, None)]
+
+    for _ in range(3):
+        poll(client, ann)
+        clock.advance(WINDOW_S + 1)
+        sweep(app)
+    assert presence_events(client, ben, cursor)[0] == []
+    assert presence(client, ben, ann) == [{"user_id": ann.id, "online": False, "last_seen": None}]
+    members = client.get(f"/v1/conversations/{cid}", headers=ben.auth).get_json()["members"]
+    assert {m["id"]: m["presence"] for m in members}[ann.id] == {"online": False, "last_seen": None}
+
+    poll(client, ann)
+    client.patch("/v1/users/me", json={"show_presence": True}, headers=ann.auth)
+    events, _ = presence_events(client, ben, cursor)
+    assert [e["online"] for e in events] == [True]
+
+
+def test_a_conversation_shows_its_members_presence(client, pair):
+    ann, ben, cid = pair
+    poll(client, ben)
+    members = client.get(f"/v1/conversations/{cid}", headers=ann.auth).get_json()["members"]
+    online = {m["id"]: m["presence"]["online"] for m in members}
+    assert online == {ann.id: False, ben.id: True}
+
+
+def test_big_groups_do_not_hear_presence(make_clocked_app):
+    client = make_clocked_app(PRESENCE_GROUP_MAX=2).test_client()
+    ann, ben, cat = (sign_up(client, n) for n in ("ann", "ben", "cat"))
+    create_group(client, ann, [ben, cat])
+    open_direct(client, ann, cat)
+    poll(client, ann)
+    assert presence_events(client, ben)[0] == []
+    assert [e["user_id"] for e in presence_events(client, cat)[0]] == [ann.id]
+
+
+@scaled_only
+def test_several_sweepers_announce_a_change_once(make_clocked_app, clock):
+    apps = [make_clocked_app() for _ in range(3)]
+    client = apps[0].test_client()
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    open_direct(client, ann, ben)
+    poll(client, ann)
+    _, cursor = presence_events(client, ben)
+    clock.advance(WINDOW_S + 1)
+    assert sum(sweep(app) for app in apps) == 2  # ann and ben, each swept by one sweeper
+    events, _ = presence_events(client, ben, cursor)
+    assert [(e["user_id"], e["online"]) for e in events] == [(ann.id, False)]
+
+
+@pytest.mark.parametrize("user_ids", ["", "a,b", "1,,x", "0", "-1", ",".join(["1"] * 2) + ",x"])
+def test_bad_presence_queries_are_refused(client, pair, user_ids):
+    _, ben, _ = pair
+    response = client.get("/v1/presence", query_string={"user_ids": user_ids}, headers=ben.auth)
+    assert response.status_code == 422
+
+
+def test_presence_queries_are_bounded_and_name_real_users(client, pair):
+    ann, ben, _ = pair
+    too_many = ",".join(str(i) for i in range(1, 102))
+    assert (
+        client.get(
+            "/v1/presence", query_string={"user_ids": too_many}, headers=ben.auth
+        ).status_code
+        == 422
+    )
+    unknown = client.get(
+        "/v1/presence", query_string={"user_ids": f"{ann.id},4242"}, headers=ben.auth
+    )
+    assert unknown.status_code == 422
+    assert unknown.get_json()["error"]["details"] == {"user_ids": [4242]}
