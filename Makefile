@@ -26,6 +26,7 @@ run: migrate ## Serve on 127.0.0.1:$PORT (8000) with the workers; DATABASE_URL, 
 	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
 	trap 'kill 0' EXIT; \
 	$(BIN)/python -m workers inbox-pruner & \
+	if [ -n "$$REDIS_URL" ]; then $(BIN)/python -m workers presence-sweeper & fi; \
 	PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 test: install ## Run the test suite (SQLite, and PostgreSQL + Redis when reachable)

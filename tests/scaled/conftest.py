@@ -1,24 +1,27 @@
 """Two gunicorn instances with two gevent workers each, sharing PostgreSQL and Redis.
 
 The servers share the ``parley_test`` database with the in-process tests, whose
-``app_config`` fixture empties it per test, so the fixture empties it before
+``app_config`` fixture empties it per test, so the fixtures empty it before
 starting and the tests use unique usernames. Both instances use one Redis
 prefix: that is what lets a send through one wake a poll held by the other.
 """
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from tests.scaled.servers import Instance
+from tests.scaled.servers import PRESENCE_SWEEPER, Instance
 from tests.services import FAST_PASSWORDS, empty_postgres, unique_prefix
 
 WORKERS_PER_INSTANCE = 2
+# Quick presence for the presence tests: a short window, swept often.
+QUICK_PRESENCE = {"PRESENCE_WINDOW_S": "2", "PRESENCE_SWEEP_INTERVAL_S": "0.2"}
 
 
-@pytest.fixture(scope="module")
-def instances(postgres_url, redis_url, tmp_path_factory) -> Iterator[tuple[Instance, Instance]]:
-    """Instances A and B, ready to serve; stopped after the module's tests."""
+@contextmanager
+def running(postgres_url, redis_url, tmp_path_factory, sweepers: int = 0, **extra: str):
+    """Instances A and B (and ``sweepers`` presence sweeper processes), stopped after."""
     empty_postgres(postgres_url)
     settings = {
         "DATABASE_URL": postgres_url,
@@ -26,6 +29,7 @@ def instances(postgres_url, redis_url, tmp_path_factory) -> Iterator[tuple[Insta
         "REDIS_PREFIX": unique_prefix(),
         "WEB_CONCURRENCY": str(WORKERS_PER_INSTANCE),
         **{key: str(value) for key, value in FAST_PASSWORDS.items()},
+        **extra,
     }
     started: list[Instance] = []
     try:
@@ -38,7 +42,28 @@ def instances(postgres_url, redis_url, tmp_path_factory) -> Iterator[tuple[Insta
             )
         for instance in started:
             instance.wait_until_ready()
+        sweeper_processes = [
+            Instance.start(
+                f"sweeper-{n}", tmp_path_factory.mktemp("sweeper"), PRESENCE_SWEEPER, **settings
+            )
+            for n in range(sweepers)
+        ]
+        started += sweeper_processes
         yield started[0], started[1]
     finally:
         for instance in started:
             instance.stop()
+
+
+@pytest.fixture(scope="module")
+def instances(postgres_url, redis_url, tmp_path_factory) -> Iterator[tuple[Instance, Instance]]:
+    """Instances A and B, ready to serve; stopped after the module's tests."""
+    with running(postgres_url, redis_url, tmp_path_factory) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def presence_instances(postgres_url, redis_url, tmp_path_factory):
+    """A and B with a 2 s presence window, and two sweepers racing to announce changes."""
+    with running(postgres_url, redis_url, tmp_path_factory, sweepers=2, **QUICK_PRESENCE) as pair:
+        yield pair

@@ -16,6 +16,7 @@ from api.config import DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = [str(ROOT / ".venv/bin/gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"]
+PRESENCE_SWEEPER = [str(ROOT / ".venv/bin/python"), "-m", "workers", "presence-sweeper"]
 # Settings the test runner's own environment must not leak into a server.
 SERVER_SETTINGS = {
     *DEFAULTS,
@@ -52,12 +53,14 @@ class Instance:
     log_path: Path
 
     @classmethod
-    def start(cls, name: str, log_dir: Path, **settings: str) -> "Instance":
+    def start(
+        cls, name: str, log_dir: Path, command: list[str] = GUNICORN, **settings: str
+    ) -> "Instance":
         port = settings.setdefault("PORT", str(free_port()))
-        log_path = log_dir / f"gunicorn-{name}.log"
+        log_path = log_dir / f"{name}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                GUNICORN,
+                command,
                 cwd=ROOT,
                 env=server_env(**settings),
                 stdout=log,
