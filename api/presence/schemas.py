@@ -9,8 +9,10 @@ class PresenceSchema(Schema):
     last_seen = fields.DateTime(allow_none=True)
 
 
-class UserPresenceSchema(PresenceSchema):
+class UserPresenceSchema(Schema):
     user_id = fields.Integer()
+    online = fields.Boolean()
+    last_seen = fields.DateTime(allow_none=True)
 
 
 class PresenceQuerySchema(Schema):
