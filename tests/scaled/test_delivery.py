@@ -14,16 +14,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.factories import Person
+from tests.factories import Person, create_group, message_texts, open_direct, poll, send
 from tests.scaled.client import (
     REQUEST_TIMEOUT_S,
     ApiClient,
-    create_group,
     history,
-    message_texts,
-    open_direct,
-    poll,
-    send,
     sign_up,
 )
 

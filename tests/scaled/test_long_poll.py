@@ -5,13 +5,9 @@ from concurrent.futures import wait as wait_for
 
 import pytest
 
-from tests.factories import Person
+from tests.factories import Person, message_texts, open_direct, poll, send
 from tests.scaled.client import (
     ApiClient,
-    message_texts,
-    open_direct,
-    poll,
-    send,
     sign_up,
     timed_poll,
     wait_for_waiting_polls,

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from tests.factories import Person
-from tests.scaled.client import ApiClient, open_direct, poll, sign_up
+from tests.factories import Person, open_direct, poll
+from tests.scaled.client import ApiClient, sign_up
 
 pytestmark = pytest.mark.scaled
 
