@@ -29,3 +29,9 @@ accesslog = os.environ.get("ACCESS_LOG") or None
 
 def on_starting(server) -> None:
     check_process_model(server.cfg.workers, os.environ.get("REDIS_URL", ""))
+
+
+def post_worker_init(worker) -> None:
+    from api.lifecycle import end_long_polls_on_sigterm  # in the worker, after monkey-patching
+
+    end_long_polls_on_sigterm(worker.wsgi)

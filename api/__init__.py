@@ -29,6 +29,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from api.http import init_http
     from api.hub import init_coordinator
     from api.inbox.views import bp as inbox_bp
+    from api.limits import init_limits
     from api.messages.views import bp as messages_bp
     from api.ops import bp as ops_bp
     from api.presence.actions import init_presence
@@ -45,4 +46,5 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     blueprints = (accounts_bp, conversations_bp, messages_bp, inbox_bp, presence_bp, ops_bp)
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
+    init_limits(app)
     return app

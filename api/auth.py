@@ -85,7 +85,8 @@ def authenticated(view):
 
     @wraps(view)
     def wrapper(*args, **kwargs):
-        g.auth = authenticate()
+        if "auth" not in g:  # a rate limit keyed by user may have authenticated already
+            g.auth = authenticate()
         return view(*args, **kwargs)
 
     return wrapper

@@ -47,6 +47,15 @@ DEFAULTS: dict[str, Any] = {
     # A revoked token is tomb-stoned in the cache, so this bounds nothing about
     # revocation; it only bounds how long an unused token stays cached.
     "TOKEN_CACHE_TTL_S": 300,
+    # Rate limits (limits-library syntax: "N per second/minute/hour", ";"-separated).
+    "RATE_LIMITS_ENABLED": True,
+    "RATE_LIMIT_SEND": "20 per second;600 per minute",
+    "RATE_LIMIT_LOG_IN": "10 per minute",  # per username: password guessing
+    "RATE_LIMIT_LOG_IN_PER_ADDRESS": "60 per minute",
+    "RATE_LIMIT_SIGN_UP_PER_ADDRESS": "30 per hour",
+    # Proxies in front that set X-Forwarded-For (1 behind one load balancer):
+    # client addresses, and so per-address limits, come from that header.
+    "PROXY_HOPS": 0,
     "ARGON2_TIME_COST": 3,
     "ARGON2_MEMORY_KIB": 65_536,
     "ARGON2_PARALLELISM": 1,

@@ -43,6 +43,12 @@ class Base(DeclarativeBase):
     pass
 
 
+# A database that stops answering must turn requests into quick 503s, not hang
+# them: give up connecting after 3 s, and drop a connection whose sent data goes
+# unacknowledged for 10 s (a server that vanished without closing it).
+POSTGRES_CONNECT_ARGS = {"connect_timeout": 3, "tcp_user_timeout": 10_000}
+
+
 def make_engine(url: str, pool_size: int = 10, pool_timeout: float = 5.0) -> Engine:
     """An engine for ``url``; SQLite gets the settings that make it safe to share."""
     if url.startswith("sqlite"):
@@ -55,6 +61,7 @@ def make_engine(url: str, pool_size: int = 10, pool_timeout: float = 5.0) -> Eng
         max_overflow=pool_size,
         pool_timeout=pool_timeout,
         pool_pre_ping=True,
+        connect_args=POSTGRES_CONNECT_ARGS,
     )
 
 

@@ -3,6 +3,7 @@
 import logging
 from typing import Any
 
+import redis
 from flask import Flask, jsonify
 from marshmallow import ValidationError
 from sqlalchemy.exc import OperationalError
@@ -69,6 +70,18 @@ def register_error_handlers(app: Flask) -> None:
             503,
             "database_unavailable",
             "The database cannot be reached; nothing was written. Retry shortly.",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    @app.errorhandler(redis.RedisError)
+    def handle_redis_unavailable(exc: redis.RedisError):
+        # Redis is only a doorbell and a cache: the paths that can do without it
+        # catch this themselves; anything reaching here could not.
+        log.warning("redis unavailable: %s", exc)
+        return error_response(
+            503,
+            "redis_unavailable",
+            "A backing service is unavailable; nothing was lost. Retry shortly.",
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
 

@@ -1,6 +1,7 @@
 """HTTP details that clients behind proxies rely on."""
 
 from flask import Flask, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 OVERRIDABLE = {"DELETE", "PUT", "PATCH"}
 
@@ -21,10 +22,20 @@ class MethodOverride:
 
 def init_http(app: Flask) -> None:
     app.wsgi_app = MethodOverride(app.wsgi_app)
+    if hops := app.config["PROXY_HOPS"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
     @app.after_request
     def no_store(response):
         # Inbox answers change with every poll; no proxy may replay one.
         if request.path != "/openapi.yaml":
             response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.after_request
+    def close_when_shutting_down(response):
+        # gunicorn waits for open keep-alive connections before a worker exits;
+        # closing them after their last answer lets it stop promptly.
+        if app.extensions["parley.hub"].hub.closing:
+            response.headers["Connection"] = "close"
         return response

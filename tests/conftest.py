@@ -61,7 +61,7 @@ def backend(request) -> str:
 @pytest.fixture
 def app_config(backend, request, tmp_path) -> dict:
     """Settings for a fresh, empty service on this test's backend."""
-    config = dict(services.FAST_PASSWORDS)
+    config = dict(services.TEST_SETTINGS)
     if backend == "sqlite":
         path = tmp_path / "parley.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)

@@ -204,3 +204,17 @@ def test_the_cursor_never_moves_back(client, pair):
     # Re-reading from an older point is allowed; it does not unconfirm anything.
     assert message_texts(poll(client, ben, after=1)) == ["two"]
     assert poll(client, ben)["entries"] == []
+
+
+def test_shutting_down_answers_held_long_polls_at_once(app, client, pair):
+    from api.lifecycle import begin_shutdown
+
+    _, ben, _ = pair
+    held = long_poll_in_background(app, ben, timeout=20)
+    wait_until_waiting(app)
+    begin_shutdown(app)
+    body, seconds = held.result(timeout=30)
+    assert body["entries"] == [] and seconds < 20
+    # A poll arriving now does not wait, and its connection is closed after it.
+    response = client.get("/v1/inbox", query_string={"timeout": 20}, headers=ben.auth)
+    assert response.status_code == 200 and response.headers["Connection"] == "close"

@@ -1,5 +1,8 @@
 """Sign-up, log-in and log-out."""
 
+import logging
+
+import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
@@ -11,6 +14,8 @@ from api.accounts.models import Device, User
 from api.auth import Auth, new_token, revoke_cached_token
 from api.errors import ApiError
 from api.presence.actions import do_sync_presence
+
+log = logging.getLogger(__name__)
 
 # Verifying against this when the user does not exist keeps the answer's
 # timing from telling which usernames are taken.
@@ -114,5 +119,10 @@ def do_update_me(session: Session, user_id: int, changes: dict) -> User:
         setattr(user, name, value)
     session.commit()
     if "show_presence" in changes:
-        do_sync_presence(session, user_id)
+        try:
+            do_sync_presence(session, user_id)
+        except redis.RedisError as exc:
+            # Saved; contacts are told at the user's next change of state.
+            log.warning("presence change not announced: %s", exc)
+            session.rollback()
     return user

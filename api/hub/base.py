@@ -12,11 +12,13 @@ class Hub:
 
     def __init__(self) -> None:
         self.waiters = WaiterRegistry()
+        self.closing = False
 
     @contextmanager
     def waiting(self, user_id: int, device_id: int) -> Iterator[Waiter]:
         """Register a waiter (ending this device's older poll anywhere) for the block."""
         waiter = Waiter(user_id, device_id)
+        waiter.ended = self.closing
         self.waiters.add(waiter)
         try:
             self._announce_poll(waiter)
@@ -33,8 +35,10 @@ class Hub:
         """Tell other processes that ``waiter`` replaces its device's older poll."""
 
     def close(self) -> None:
-        """Stop background work; waiters still held are woken to re-check."""
-        self.waiters.wake_all()
+        """Shut down: held polls answer now (empty), so their clients re-poll
+        elsewhere, and polls arriving from here on do not wait."""
+        self.closing = True
+        self.waiters.end_all()
 
 
 class LocalHub(Hub):

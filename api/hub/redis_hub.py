@@ -46,6 +46,8 @@ class RedisHub(Hub):
             self._publish(f"u:{ids}")
 
     def _announce_poll(self, waiter: Waiter) -> None:
+        if self.closing:
+            return
         # Re-checking the inbox before the subscription is live could miss a
         # wake-up sent in between (or a newer poll's announcement); wait briefly
         # for it (the end-of-timeout re-read covers a listener that cannot connect).
@@ -100,10 +102,10 @@ class RedisHub(Hub):
             self.waiters.supersede(int(device_id), float(started_at))
 
     def close(self) -> None:
+        super().close()
         self._closing.set()
         if self._listener is not None:
             self._listener.join(READ_TIMEOUT_S * 2)
-        super().close()
 
 
 def _close_quietly(pubsub) -> None:

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 
 
 class Waiter:
-    """One held long poll: an event to wake it, and whether a newer poll replaced it.
+    """One held long poll: an event to wake it, and whether it must end now (a newer
+    poll of its device replaced it, or the process is shutting down).
 
     The events come from ``threading``, which gevent's monkey-patching makes
     cooperative: under gunicorn a waiter costs a greenlet, and in a plain test
@@ -18,7 +19,7 @@ class Waiter:
         self.user_id = user_id
         self.device_id = device_id
         self.started_at = time.time()  # wall clock: compared across processes
-        self.superseded = False
+        self.ended = False
         self._event = threading.Event()
 
     def wake(self) -> None:
@@ -69,10 +70,17 @@ class WaiterRegistry:
 
     def wake_all(self) -> None:
         """Wake everyone to re-check: used when wake-ups may have been missed."""
-        with self._lock:
-            waiters = list(self._by_device.values())
-        for waiter in waiters:
+        for waiter in self._all():
             waiter.wake()
+
+    def end_all(self) -> None:
+        """End every held poll now (the process is shutting down)."""
+        for waiter in self._all():
+            self._end(waiter)
+
+    def _all(self) -> list[Waiter]:
+        with self._lock:
+            return list(self._by_device.values())
 
     def supersede(self, device_id: int, started_before: float) -> None:
         """End this device's poll if it began before a newer one announced elsewhere."""
@@ -83,5 +91,5 @@ class WaiterRegistry:
 
     @staticmethod
     def _end(waiter: Waiter) -> None:
-        waiter.superseded = True
+        waiter.ended = True
         waiter.wake()

@@ -240,12 +240,12 @@ def poll_inbox(auth: Auth, after: int, timeout: float, limit: int) -> Batch:
         while True:
             waiter.arm()
             batch = _read_if_new(auth, after, limit)
-            if batch.entries or waiter.superseded:
+            if batch.entries or waiter.ended:
                 return batch
             db.release()  # hold no connection while waiting
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not waiter.wait(remaining):
                 break
-            if waiter.superseded:
+            if waiter.ended:
                 return Batch(cursor=after)
     return read_entries(db.session, auth.user_id, after, limit)

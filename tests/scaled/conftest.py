@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import pytest
 
 from tests.scaled.servers import PRESENCE_SWEEPER, Instance
-from tests.services import FAST_PASSWORDS, empty_postgres, unique_prefix
+from tests.services import TEST_SETTINGS, empty_postgres, unique_prefix
 
 WORKERS_PER_INSTANCE = 2
 # Quick presence for the presence tests: a short window, swept often.
@@ -28,7 +28,7 @@ def running(postgres_url, redis_url, tmp_path_factory, sweepers: int = 0, **extr
         "REDIS_URL": redis_url,
         "REDIS_PREFIX": unique_prefix(),
         "WEB_CONCURRENCY": str(WORKERS_PER_INSTANCE),
-        **{key: str(value) for key, value in FAST_PASSWORDS.items()},
+        **{key: str(value) for key, value in TEST_SETTINGS.items()},
         **extra,
     }
     started: list[Instance] = []

@@ -1,0 +1,60 @@
+"""Rate limits: sends per user, log-ins per username and per address, sign-ups
+per address. Counted in Redis when there is one (every process shares the
+counts), else in process. A limit answers 429 with ``Retry-After`` and the
+``X-RateLimit-*`` headers; if Redis fails, requests are let through rather than
+refused (a rate limit must not take the service down)."""
+
+from flask import Flask, current_app, g, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from api.auth import authenticate
+
+
+def _user_key() -> str:
+    # Authenticates before the view does; @authenticated reuses g.auth.
+    if "auth" not in g:
+        g.auth = authenticate()
+    return f"user:{g.auth.user_id}"
+
+
+def _username_key() -> str:
+    body = request.get_json(silent=True)
+    username = body.get("username") if isinstance(body, dict) else None
+    return f"username:{username.lower()}" if isinstance(username, str) else get_remote_address()
+
+
+def _setting(name: str):
+    return lambda: current_app.config[name]
+
+
+LIMITED_VIEWS = {
+    # endpoint: [(config key of the limit, key function)]
+    "messages.send_message": [("RATE_LIMIT_SEND", _user_key)],
+    "accounts.log_in": [
+        ("RATE_LIMIT_LOG_IN", _username_key),
+        ("RATE_LIMIT_LOG_IN_PER_ADDRESS", get_remote_address),
+    ],
+    "accounts.sign_up": [("RATE_LIMIT_SIGN_UP_PER_ADDRESS", get_remote_address)],
+}
+
+
+def init_limits(app: Flask) -> None:
+    """Attach a limiter to ``app`` and the limits to its views (call after the
+    blueprints are registered)."""
+    limiter = Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri=app.config["REDIS_URL"] or "memory://",
+        key_prefix=app.config["REDIS_PREFIX"] + "limits",
+        strategy="fixed-window",  # one counter per key: the cheapest check
+        headers_enabled=True,
+        swallow_errors=True,
+        enabled=app.config["RATE_LIMITS_ENABLED"],
+    )
+    for endpoint, limits in LIMITED_VIEWS.items():
+        for setting, key_func in limits:
+            app.view_functions[endpoint] = limiter.limit(
+                _setting(setting), key_func=key_func, scope=setting
+            )(app.view_functions[endpoint])
+    app.extensions["parley.limiter"] = limiter

@@ -1,0 +1,41 @@
+"""Rate limits answer 429 with Retry-After and the rate-limit headers, per user or name."""
+
+from tests.factories import PASSWORD, log_in, send, sign_up
+
+
+def test_sends_are_limited_per_user(make_app, pair):
+    client = make_app(RATE_LIMITS_ENABLED=True, RATE_LIMIT_SEND="3 per minute").test_client()
+    ann, ben, cid = pair
+    sent = [send(client, ann, cid, f"m{i}") for i in range(3)]
+    assert [r.status_code for r in sent] == [201, 201, 201]
+    assert sent[-1].headers["X-RateLimit-Remaining"] == "0"
+
+    refused = send(client, ann, cid, "one too many")
+    assert refused.status_code == 429
+    assert refused.get_json()["error"]["code"] == "too_many_requests"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert refused.headers["X-RateLimit-Limit"] == "3"
+    # Ben has his own allowance, and Ann's refused message was not stored.
+    assert send(client, ben, cid, "my turn").status_code == 201
+    history = client.get(f"/v1/conversations/{cid}/messages", headers=ben.auth).get_json()
+    assert [m["text"] for m in history["messages"]] == ["m0", "m1", "m2", "my turn"]
+
+
+def test_log_ins_are_limited_per_username(make_app):
+    client = make_app(RATE_LIMITS_ENABLED=True, RATE_LIMIT_LOG_IN="2 per minute").test_client()
+    sign_up(client, "ann")  # one log-in
+    log_in(client, "ann")  # two
+    guessed = client.post("/v1/sessions", json={"username": "ANN", "password": "guess-guess"})
+    assert guessed.status_code == 429 and "Retry-After" in guessed.headers
+    # Someone else is not held back by Ann's limit.
+    sign_up(client, "ben")
+
+
+def test_sign_ups_are_limited_per_address(make_app):
+    client = make_app(
+        RATE_LIMITS_ENABLED=True, RATE_LIMIT_SIGN_UP_PER_ADDRESS="2 per hour"
+    ).test_client()
+    sign_up(client, "ann")
+    sign_up(client, "ben")
+    third = client.post("/v1/users", json={"username": "cat", "password": PASSWORD})
+    assert third.status_code == 429
