@@ -15,6 +15,8 @@ from sqlalchemy import BigInteger, DateTime, Engine, Integer, create_engine, eve
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from api.metrics import time_queries
+
 # SQLite only auto-increments a column typed exactly INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -99,6 +101,7 @@ class Database:
             pool_size=app.config["DB_POOL_SIZE"],
             pool_timeout=app.config["DB_POOL_TIMEOUT_S"],
         )
+        time_queries(engine)
         app.extensions["parley.db"] = sessionmaker(engine, expire_on_commit=False)
         app.teardown_appcontext(lambda _exc: self.release())
 

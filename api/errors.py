@@ -10,6 +10,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from api.metrics import ERRORS
+
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 2  # long enough for a database failover, short enough to feel live
@@ -32,6 +34,7 @@ class ApiError(Exception):
 def error_response(
     status: int, code: str, message: str, details: Any = None, headers: dict | None = None
 ):
+    ERRORS.labels(code).inc()
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details

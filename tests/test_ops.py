@@ -4,9 +4,10 @@ import sys
 import pytest
 import yaml
 from openapi_spec_validator import validate
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.contract import SPEC_PATH
-from tests.factories import poll, sign_up
+from tests.factories import long_poll_in_background, poll, send, sign_up, wait_until_waiting
 
 
 def test_the_contract_is_a_valid_openapi_document():
@@ -70,3 +71,34 @@ def test_sqlite_with_redis_is_refused():
 
     with pytest.raises(ConfigError, match="PostgreSQL"):
         create_app({"DATABASE_URL": "sqlite:///x.db", "REDIS_URL": "redis://127.0.0.1:6379/0"})
+
+
+def metric(client, name: str, **labels) -> float:
+    """A sample's value from /metrics (0 if absent). Metrics are per process, so tests
+    compare before and after rather than expect absolute counts."""
+    text = client.get("/metrics").get_data(as_text=True)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+def test_metrics_time_wake_ups_queries_and_count_errors(app, client, pair):
+    ann, ben, cid = pair
+    before = {
+        "errors": metric(client, "parley_errors_total", code="conversation_not_found"),
+        "wake_ups": metric(client, "parley_wake_up_seconds_count"),
+        "queries": metric(client, "parley_db_query_seconds_count"),
+    }
+    waiting = long_poll_in_background(app, ben, timeout=20)
+    wait_until_waiting(app)
+    send(client, ann, cid, "wake")
+    waiting.result(timeout=30)
+    client.get("/v1/conversations/424242", headers=ann.auth)
+
+    assert (
+        metric(client, "parley_errors_total", code="conversation_not_found") == before["errors"] + 1
+    )
+    assert metric(client, "parley_wake_up_seconds_count") == before["wake_ups"] + 1
+    assert metric(client, "parley_db_query_seconds_count") > before["queries"]

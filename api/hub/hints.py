@@ -10,6 +10,8 @@ import time
 
 import redis
 
+from api.metrics import redis_timer
+
 log = logging.getLogger(__name__)
 
 # Raise a counter, never lower it: two writers racing leave the larger value.
@@ -66,6 +68,7 @@ class RedisHints:
         self._client = client
         self._raise_to = client.register_script(_RAISE_TO)
 
+    @redis_timer("hints_get")
     def get_many(self, keys: list[str]) -> list[str | None]:
         try:
             return [v.decode() if v is not None else None for v in self._client.mget(keys)]
@@ -73,6 +76,7 @@ class RedisHints:
             log.warning("hint read failed, falling back to the database: %s", exc)
             return [None] * len(keys)
 
+    @redis_timer("hints_raise")
     def raise_to(self, values: dict[str, int], ttl: int) -> None:
         try:
             with self._client.pipeline(transaction=False) as pipe:
@@ -82,6 +86,7 @@ class RedisHints:
         except redis.RedisError as exc:
             log.warning("hint write failed (it expires by itself): %s", exc)
 
+    @redis_timer("hints_set")
     def set(self, key: str, value: str, ttl: int, only_if_absent: bool = False) -> None:
         try:
             self._client.set(key, value, ex=ttl, nx=only_if_absent)

@@ -22,6 +22,7 @@ import redis
 
 from api.hub.base import Hub
 from api.hub.waiters import Waiter
+from api.metrics import redis_timer
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class RedisHub(Hub):
         self._subscribed.wait(SUBSCRIBE_GRACE_S)
         self._publish(f"d:{waiter.device_id}:{waiter.started_at!r}")
 
+    @redis_timer("publish")
     def _publish(self, payload: str) -> None:
         try:
             self._client.publish(self._channel, payload)

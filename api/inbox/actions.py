@@ -29,6 +29,7 @@ from api.errors import ApiError
 from api.hub import coordinator
 from api.inbox.models import InboxEntry
 from api.messages.models import Message
+from api.metrics import WAKE_UP_SECONDS
 
 users_table = User.__table__
 
@@ -236,16 +237,26 @@ def poll_inbox(auth: Auth, after: int, timeout: float, limit: int) -> Batch:
         return _read_if_new(auth, after, limit)
     hub = coordinator().hub
     deadline = time.monotonic() + timeout
+    waited = False
     with hub.waiting(auth.user_id, auth.device_id) as waiter:
         while True:
             waiter.arm()
             batch = _read_if_new(auth, after, limit)
+            if batch.entries and waited:
+                _observe_wake_up(batch)
             if batch.entries or waiter.ended:
                 return batch
             db.release()  # hold no connection while waiting
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not waiter.wait(remaining):
                 break
+            waited = True
             if waiter.ended:
                 return Batch(cursor=after)
     return read_entries(db.session, auth.user_id, after, limit)
+
+
+def _observe_wake_up(batch: Batch) -> None:
+    """Time from the commit of the entry that woke the poll to its answer."""
+    committed = batch.entries[0]["created_at"].timestamp()
+    WAKE_UP_SECONDS.observe(max(0.0, time.time() - committed))

@@ -11,6 +11,8 @@ from collections import defaultdict
 
 import redis
 
+from api.metrics import redis_timer
+
 # Set one device's deadline; the user's deadline becomes the latest live one.
 # Returns 1 if the user was not online before (came online), else 0.
 _TOUCH = """
@@ -91,14 +93,17 @@ class RedisPresenceStore:
         self._touch = client.register_script(_TOUCH)
         self._expire = client.register_script(_EXPIRE)
 
+    @redis_timer("presence_touch")
     def touch(self, user_id: int, device_id: int, deadline: float, now: float, seen: bool) -> bool:
         keys = [f"{self._prefix}devices:{user_id}", self._deadlines, self._last_seen]
         args = [device_id, deadline, now, user_id, self._device_ttl_s, repr(now) if seen else ""]
         return bool(self._touch(keys=keys, args=args))
 
+    @redis_timer("presence_expire")
     def expire(self, now: float, limit: int) -> list[int]:
         return [int(uid) for uid in self._expire(keys=[self._deadlines], args=[now, limit])]
 
+    @redis_timer("presence_states")
     def states(self, user_ids: list[int], now: float) -> dict[int, tuple[bool, float | None]]:
         if not user_ids:
             return {}
