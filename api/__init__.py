@@ -35,6 +35,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from api.presence.actions import init_presence
     from api.presence.views import bp as presence_bp
     from api.validation import IdConverter
+    from api.web.views import bp as web_bp
 
     app.url_map.converters["id"] = IdConverter
     db.init_app(app)
@@ -43,7 +44,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     init_password_hasher(app)
     init_http(app)
     register_error_handlers(app)
-    blueprints = (accounts_bp, conversations_bp, messages_bp, inbox_bp, presence_bp, ops_bp)
+    blueprints = (accounts_bp, conversations_bp, messages_bp, inbox_bp, presence_bp, ops_bp, web_bp)
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     init_limits(app)

@@ -118,10 +118,25 @@ def _inbox_head(session: Session, user_id: int) -> int:
     return head
 
 
-def stored_cursor(auth: Auth) -> int:
-    cached = coordinator().hints.get_many([_cursor_key(auth.device_id)])[0]
-    if cached is not None:
-        return int(cached)
+@dataclass(frozen=True)
+class Position:
+    """What the cache knows of a device's place in its inbox (either may be unknown)."""
+
+    cursor: int | None
+    head: int | None
+
+
+def read_position(auth: Auth) -> Position:
+    """The device's cached cursor and its user's cached inbox head, in one round trip."""
+    cursor, head = coordinator().hints.get_many(
+        [_cursor_key(auth.device_id), _head_key(auth.user_id)]
+    )
+    return Position(int(cursor) if cursor else None, int(head) if head else None)
+
+
+def stored_cursor(auth: Auth, position: Position) -> int:
+    if position.cursor is not None:
+        return position.cursor
     cursor = db.session.scalar(select(Device.cursor).where(Device.id == auth.device_id)) or 0
     coordinator().hints.raise_to(
         {_cursor_key(auth.device_id): cursor}, current_app.config["HEAD_CACHE_TTL_S"]
@@ -133,20 +148,16 @@ class CursorOutOfRange(ValueError):
     """A client confirmed entries that do not exist."""
 
 
-def do_confirm(auth: Auth, seq: int) -> int:
+def do_confirm(auth: Auth, seq: int, position: Position) -> int:
     """Confirm everything up to ``seq`` (cursors only move forward); returns the cursor.
 
     Skips the database when the cached cursor is already there, so repeating
     the same ``after`` on empty polls writes nothing.
     """
-    hints = coordinator().hints
-    cached_cursor, cached_head = hints.get_many(
-        [_cursor_key(auth.device_id), _head_key(auth.user_id)]
-    )
-    if cached_cursor is not None and int(cached_cursor) >= seq:
-        return int(cached_cursor)
+    if position.cursor is not None and position.cursor >= seq:
+        return position.cursor
     session = db.session
-    head_known = cached_head is not None and int(cached_head) >= seq
+    head_known = position.head is not None and position.head >= seq
     if not head_known and _inbox_head(session, auth.user_id) < seq:
         raise CursorOutOfRange(seq)
     cursor = session.scalar(
@@ -156,7 +167,9 @@ def do_confirm(auth: Auth, seq: int) -> int:
         .returning(Device.cursor)
     )
     session.commit()
-    hints.raise_to({_cursor_key(auth.device_id): cursor}, current_app.config["HEAD_CACHE_TTL_S"])
+    coordinator().hints.raise_to(
+        {_cursor_key(auth.device_id): cursor}, current_app.config["HEAD_CACHE_TTL_S"]
+    )
     return cursor
 
 
@@ -222,8 +235,12 @@ def _entry_view(entry: InboxEntry, messages: dict[int, Message]) -> dict[str, An
     }
 
 
-def _read_if_new(auth: Auth, after: int, limit: int) -> Batch:
-    cached_head = coordinator().hints.get_many([_head_key(auth.user_id)])[0]
+def _read_if_new(auth: Auth, after: int, limit: int, known_head: int | None = None) -> Batch:
+    """Entries after ``after`` if the cached head says there are any (``known_head``
+    saves the round trip when the caller just read it)."""
+    cached_head = known_head
+    if cached_head is None:
+        cached_head = coordinator().hints.get_many([_head_key(auth.user_id)])[0]
     if cached_head is not None and int(cached_head) <= after:
         return Batch(cursor=after)
     if cached_head is None and _inbox_head(db.session, auth.user_id) <= after:
@@ -231,10 +248,10 @@ def _read_if_new(auth: Auth, after: int, limit: int) -> Batch:
     return read_entries(db.session, auth.user_id, after, limit)
 
 
-def poll_inbox(auth: Auth, after: int, timeout: float, limit: int) -> Batch:
+def poll_inbox(auth: Auth, position: Position, after: int, timeout: float, limit: int) -> Batch:
     """Entries after ``after``, waiting up to ``timeout`` seconds for the first."""
     if timeout <= 0:
-        return _read_if_new(auth, after, limit)
+        return _read_if_new(auth, after, limit, known_head=position.head)
     hub = coordinator().hub
     deadline = time.monotonic() + timeout
     waited = False

@@ -11,9 +11,9 @@ from api.validation import load_json, load_query
 bp = Blueprint("inbox", __name__, url_prefix="/v1/inbox")
 
 
-def _confirm(seq: int, field: str) -> int:
+def _confirm(seq: int, field: str, position: actions.Position) -> int:
     try:
-        return actions.do_confirm(current_auth(), seq)
+        return actions.do_confirm(current_auth(), seq, position)
     except actions.CursorOutOfRange as exc:
         raise ValidationError({field: ["Beyond the newest entry of your inbox."]}) from exc
 
@@ -25,16 +25,17 @@ def poll():
     query = load_query(poll_query_schema)
     config = current_app.config
     auth = current_auth()
+    position = actions.read_position(auth)
     if "after" in query:
         after = query["after"]
-        _confirm(after, "after")
+        _confirm(after, "after", position)
     else:
-        after = actions.stored_cursor(auth)
+        after = actions.stored_cursor(auth, position)
     timeout = min(query["timeout"], config["LONG_POLL_CAP_S"])
     if timeout:
         note_poll(auth, holds_for=timeout, ended=False)
     batch = actions.poll_inbox(
-        auth, after, timeout, limit=query.get("limit", config["INBOX_LIMIT_DEFAULT"])
+        auth, position, after, timeout, limit=query.get("limit", config["INBOX_LIMIT_DEFAULT"])
     )
     note_poll(auth, holds_for=0, ended=True)
     outcome = "entries" if batch.entries else ("timeout" if timeout else "empty")
@@ -46,4 +47,5 @@ def poll():
 @authenticated
 def ack():
     """Confirm everything up to ``seq`` without fetching."""
-    return {"cursor": _confirm(load_json(ack_schema)["seq"], "seq")}
+    seq = load_json(ack_schema)["seq"]
+    return {"cursor": _confirm(seq, "seq", actions.read_position(current_auth()))}
