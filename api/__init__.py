@@ -5,7 +5,7 @@ create_app()
   ├── db          one engine per process, a session per request
   ├── hub         wake-ups and cached hints (in-process, or Redis)
   ├── presence    where polls are noted (in-process, or Redis)
-  └── blueprints  accounts, conversations, messages, inbox, presence, ops
+  └── blueprints  accounts, conversations, messages, inbox, presence, ops, web
 """
 
 from typing import Any

@@ -54,11 +54,26 @@ class StrictInteger(fields.Integer):
         return super()._validated(value)
 
 
-class IdConverter(IntegerConverter):
-    """``<id:name>`` in a route: a positive BIGINT, else the route does not match (404)."""
+def digits_at_most(n: int) -> str:
+    """A regex for the decimal integers 1..n, without leading zeros."""
+    s = str(n)
+    alternatives = [f"[1-9][0-9]{{0,{len(s) - 2}}}"] if len(s) > 1 else []
+    for i, digit in enumerate(s):
+        low = 1 if i == 0 else 0
+        if int(digit) > low:
+            alternatives.append(f"{s[:i]}[{low}-{int(digit) - 1}][0-9]{{{len(s) - i - 1}}}")
+    return "(?:" + "|".join([*alternatives, s]) + ")"
 
-    def __init__(self, url_map) -> None:
-        super().__init__(url_map, min=1, max=ID_MAX)
+
+class IdConverter(IntegerConverter):
+    """``<id:name>`` in a route: a positive BIGINT, else no route matches (404).
+
+    The range lives in the regex, not in a check after matching: werkzeug would
+    turn a failed check on one method's route into a 405 if another method's
+    route on the same path had matched the URL first.
+    """
+
+    regex = digits_at_most(ID_MAX)
 
 
 class IdList(fields.Field):

@@ -1,8 +1,8 @@
 """Pages for people: the web chat client at ``/`` and the API docs at ``/docs``.
 
 web (this blueprint)
-  ├── GET /               static/index.html, under a strict Content-Security-Policy
-  ├── GET /static/<file>  the client's CSS and JavaScript modules (no build step)
+  ├── GET /               index.html, under a strict Content-Security-Policy
+  ├── GET /web/<file>     static/: the page's CSS and JavaScript modules (no build step)
   └── docs (nested)       Swagger UI from the flask-swagger-ui package, reading /openapi.yaml
 
 Like every answer of the app, these carry ``Cache-Control: no-store`` (api/http.py).
@@ -11,10 +11,14 @@ outlive a deploy and talk to a newer API; and they are small, read from loopback
 or a nearby balancer (the docs' 2 MB bundle is fetched only by people reading docs).
 """
 
-from flask import Blueprint
+from pathlib import Path
+
+from flask import Blueprint, send_file
 from flask_swagger_ui import get_swaggerui_blueprint
 
-bp = Blueprint("web", __name__, static_folder="static", static_url_path="/static")
+# Not /static: Flask gives the app itself that route (for an api/static/ that does not exist).
+bp = Blueprint("web", __name__, static_folder="static", static_url_path="/web")
+PAGE_PATH = Path(__file__).resolve().parent / "index.html"
 
 # Scripts, styles and requests only from this origin: even if message text ever
 # reached the DOM as HTML, no injected inline script or event handler would run.
@@ -42,7 +46,7 @@ bp.register_blueprint(docs)
 @bp.get("/")
 def chat_client():
     """The web chat client."""
-    response = bp.send_static_file("index.html")
+    response = send_file(PAGE_PATH)
     response.headers["Content-Security-Policy"] = PAGE_SECURITY_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response

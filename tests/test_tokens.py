@@ -1,0 +1,116 @@
+"""Tokens on every route the contract protects; the routes come from openapi.yaml.
+
+Without a valid token (none, a malformed header, a logged-out one) every protected
+operation answers 401 with the error shape and ``WWW-Authenticate: Bearer``. With
+another user's valid token, every operation that names a conversation answers 404
+and shows nothing of it. tests/test_access.py keeps the hand-written cases.
+"""
+
+from dataclasses import dataclass
+
+import pytest
+
+from tests.factories import Person, create_group, log_in, open_direct, send, sign_up
+from tests.spec import Operation, authenticated_operations
+
+PROTECTED = authenticated_operations()
+NAMING_A_CONVERSATION = [op for op in PROTECTED if "conversation_id" in op.path_parameters]
+SECRET_TITLE = "Surprise party for Eve"
+SECRET_TEXT = "The door code is 4711"
+
+
+@dataclass
+class Chats:
+    """Annika and Benedikt, their direct chat and their group (each with a secret in it),
+    and Eve, who belongs to neither."""
+
+    annika: Person
+    benedikt: Person
+    eve: Person
+    direct: int
+    group: int
+
+
+@pytest.fixture
+def chats(client) -> Chats:
+    annika, benedikt, eve = (sign_up(client, name) for name in ("annika", "benedikt", "eve"))
+    direct = open_direct(client, annika, benedikt)
+    group = create_group(client, annika, [benedikt], title=SECRET_TITLE)
+    for conversation in (direct, group):
+        send(client, annika, conversation, SECRET_TEXT)
+    return Chats(annika, benedikt, eve, direct, group)
+
+
+def valid_body(op: Operation, chats: Chats) -> dict | None:
+    """A body the operation would accept, so that only the token can be wrong."""
+    bodies = {
+        None: None,
+        "MeUpdateRequest": {"display_name": "Eve"},
+        "NewConversationRequest": {"kind": "direct", "member_ids": [chats.benedikt.id]},
+        "NewMembersRequest": {"member_ids": [chats.eve.id]},
+        "SendMessageRequest": {"text": "let me in"},
+        "AckRequest": {"seq": 0},
+    }
+    assert op.request_schema in bodies, f"add a valid {op.request_schema} for {op}"
+    return bodies[op.request_schema]
+
+
+def request(client, op: Operation, chats: Chats, conversation: int, authorization: str | None):
+    headers = dict(op.required_headers)
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    url = op.url(conversation_id=conversation, user_id=chats.benedikt.id)
+    return client.open(url, method=op.method, headers=headers, json=valid_body(op, chats))
+
+
+def logged_out_token(client, person: Person) -> str:
+    """A token of ``person`` that was used (so it is cached), then logged out."""
+    device = log_in(client, person.username, device_name="old phone")
+    assert client.get("/v1/users/me", headers=device.auth).status_code == 200
+    assert client.delete("/v1/sessions/current", headers=device.auth).status_code == 204
+    return device.token
+
+
+def bad_authorizations(client, person: Person) -> dict[str, str | None]:
+    """Every way to ask without a valid token, each with a valid token of ``person`` near."""
+    token = person.token
+    return {
+        "no header": None,
+        "the token without its scheme": token,
+        "the token under another scheme": f"Token {token}",
+        "the scheme without a token": "Bearer",
+        "the token with something after it": f"Bearer {token} x",
+        "a logged-out token": f"Bearer {logged_out_token(client, person)}",
+    }
+
+
+@pytest.mark.parametrize("op", PROTECTED, ids=str)
+def test_without_a_valid_token_every_protected_operation_is_401(client, chats, op):
+    for how, authorization in bad_authorizations(client, chats.annika).items():
+        response = request(client, op, chats, chats.group, authorization)
+        assert response.status_code == 401, (how, response.get_data(as_text=True)[:300])
+        assert response.get_json()["error"]["code"] == "unauthorized", how
+        assert response.headers["WWW-Authenticate"] == "Bearer", how
+
+
+def what_annika_sees(client, chats: Chats, conversation: int) -> tuple:
+    detail = client.get(f"/v1/conversations/{conversation}", headers=chats.annika.auth)
+    history = client.get(f"/v1/conversations/{conversation}/messages", headers=chats.annika.auth)
+    body = detail.get_json()
+    return [m["id"] for m in body["members"]], body["last_seq"], history.get_json()["messages"]
+
+
+@pytest.mark.parametrize("op", NAMING_A_CONVERSATION, ids=str)
+@pytest.mark.parametrize("kind", ["direct", "group"])
+def test_another_users_conversation_is_404_and_shows_nothing(client, chats, op, kind):
+    conversation = getattr(chats, kind)
+    before = what_annika_sees(client, chats, conversation)
+
+    response = request(client, op, chats, conversation, f"Bearer {chats.eve.token}")
+
+    assert response.status_code == 404, response.get_data(as_text=True)[:300]
+    assert response.get_json()["error"]["code"] == "conversation_not_found"
+    shown = response.get_data(as_text=True)
+    for secret in (SECRET_TITLE, SECRET_TEXT, "annika", "benedikt"):
+        assert secret not in shown
+    assert what_annika_sees(client, chats, conversation) == before
