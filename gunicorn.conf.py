@@ -32,6 +32,16 @@ def on_starting(server) -> None:
 
 
 def post_worker_init(worker) -> None:
-    from api.lifecycle import end_long_polls_on_sigterm  # in the worker, after monkey-patching
+    # Imported in the worker, after gevent's monkey-patching.
+    from api.lifecycle import close_connections_when_shutting_down, end_long_polls_on_sigterm
 
     end_long_polls_on_sigterm(worker.wsgi)
+    worker.wsgi = close_connections_when_shutting_down(worker.wsgi)
+
+
+def child_exit(server, worker) -> None:
+    """Drop a dead worker's live gauges (waiting polls) from the shared metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -7,15 +7,19 @@ one session on ``g``; the teardown closes it. A long poll calls
 connection.
 """
 
+import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
 from flask import Flask, current_app, g
 from sqlalchemy import BigInteger, DateTime, Engine, Integer, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from api.metrics import time_queries
+
+log = logging.getLogger(__name__)
 
 # SQLite only auto-increments a column typed exactly INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -116,10 +120,20 @@ class Database:
         return g.db_session
 
     def release(self) -> None:
-        """Close this request's session, giving its connection back to the pool."""
+        """Close this request's session, giving its connection back to the pool.
+
+        Runs in teardown too, where an exception would replace the finished
+        answer with the server's bare 500: a connection that died after the
+        request's last query (a database restart) is dropped instead.
+        """
         session = g.pop("db_session", None)
-        if session is not None:
+        if session is None:
+            return
+        try:
             session.close()
+        except DBAPIError as exc:
+            log.warning("dropping a dead database connection: %s", exc)
+            session.invalidate()
 
 
 db = Database()

@@ -31,11 +31,3 @@ def init_http(app: Flask) -> None:
         if request.path != "/openapi.yaml":
             response.headers["Cache-Control"] = "no-store"
         return response
-
-    @app.after_request
-    def close_when_shutting_down(response):
-        # gunicorn waits for open keep-alive connections before a worker exits;
-        # closing them after their last answer lets it stop promptly.
-        if app.extensions["parley.hub"].hub.closing:
-            response.headers["Connection"] = "close"
-        return response

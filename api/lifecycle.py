@@ -1,9 +1,11 @@
-"""Ending a worker process gracefully.
+"""Ending a gunicorn worker gracefully.
 
 On SIGTERM gunicorn stops accepting connections and waits for the requests in
 flight. Long polls would hold it for up to their timeout, so they are answered
-at once (an empty 200: their clients re-poll, landing on another process), and
-every later answer closes its connection.
+at once (an empty 200: their clients re-poll, landing on another process).
+gunicorn also waits for keep-alive connections, and it decides keep-alive when
+a request starts (and drops a ``Connection`` header the app sets), so every
+answer given while shutting down closes its connection through gunicorn itself.
 """
 
 import signal
@@ -14,6 +16,10 @@ from flask import Flask
 
 def begin_shutdown(app: Flask) -> None:
     app.extensions["parley.hub"].hub.close()
+
+
+def shutting_down(app: Flask) -> bool:
+    return app.extensions["parley.hub"].hub.closing
 
 
 def end_long_polls_on_sigterm(app: Flask) -> None:
@@ -27,3 +33,19 @@ def end_long_polls_on_sigterm(app: Flask) -> None:
         gevent.spawn(begin_shutdown, app)  # out of the signal handler: it may block
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def close_connections_when_shutting_down(app: Flask):
+    """Wrap gunicorn's WSGI callable: answers started while shutting down close
+    their connection (gunicorn's ``Response.force_close``)."""
+
+    def wsgi(environ, start_response):
+        def start(status, headers, exc_info=None):
+            response = getattr(start_response, "__self__", None)
+            if shutting_down(app) and hasattr(response, "force_close"):
+                response.force_close()
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return wsgi

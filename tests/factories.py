@@ -83,7 +83,8 @@ scaled_only = pytest.mark.parametrize("backend", ["postgres"])
 
 
 def waiting_polls(app) -> int:
-    return len(app.extensions["parley.hub"].hub.waiters)
+    """Long polls blocked waiting: registered, re-checked, nothing found."""
+    return app.extensions["parley.hub"].hub.waiters.asleep()
 
 
 def wait_until_waiting(app, count: int = 1) -> None:

@@ -20,6 +20,7 @@ class Waiter:
         self.device_id = device_id
         self.started_at = time.time()  # wall clock: compared across processes
         self.ended = False
+        self.asleep = False  # blocked in wait(): registered and past its re-check
         self._event = threading.Event()
 
     def wake(self) -> None:
@@ -30,7 +31,11 @@ class Waiter:
         self._event.clear()
 
     def wait(self, timeout: float) -> bool:
-        return self._event.wait(timeout)
+        self.asleep = True
+        try:
+            return self._event.wait(timeout)
+        finally:
+            self.asleep = False
 
 
 class WaiterRegistry:
@@ -41,8 +46,9 @@ class WaiterRegistry:
         self._by_user: dict[int, set[Waiter]] = defaultdict(set)
         self._by_device: dict[int, Waiter] = {}
 
-    def __len__(self) -> int:
-        return len(self._by_device)
+    def asleep(self) -> int:
+        """How many waiters are blocked waiting (not registering or re-checking)."""
+        return sum(waiter.asleep for waiter in self._all())
 
     def add(self, waiter: Waiter) -> None:
         with self._lock:

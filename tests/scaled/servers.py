@@ -1,7 +1,9 @@
-"""One gunicorn instance started from the repository, the way production runs it."""
+"""One gunicorn instance started from the repository, the way production runs it,
+and haproxy to balance several."""
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,6 +15,7 @@ import pytest
 import requests
 
 from api.config import DEFAULTS
+from tests.services import require
 
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = [str(ROOT / ".venv/bin/gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"]
@@ -114,3 +117,129 @@ class Instance:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(STOP_WAIT_S)
+
+
+HAPROXY_CONFIG = """\
+defaults
+    mode http
+    balance roundrobin
+    timeout connect 2s
+    # Above the longest long poll (LONG_POLL_CAP_S, 25 s): the balancer never cuts one.
+    timeout client 60s
+    timeout server 60s
+    # A refused connection (a worker restarting) is tried again, on another server.
+    retries 2
+    option redispatch
+
+frontend parley
+    bind 127.0.0.1:{port}
+    default_backend instances
+
+backend instances
+    option httpchk
+    http-check send meth GET uri /healthz
+    default-server check inter 200ms fall 2 rise 1
+    # Which instance answered, so a test can tell that both take turns.
+    http-response set-header {served_by_header} %s
+{servers}
+"""
+SERVED_BY_HEADER = "X-Served-By"
+APT_WAIT_S = 300
+
+
+def haproxy_binary() -> str:
+    """haproxy's path; installs Debian's package when it is missing (this needs root)."""
+    found = _which_haproxy()
+    if found is None and _install_haproxy():
+        found = _which_haproxy()
+    if found is None:
+        require("haproxy is not installed and `apt-get install -y haproxy` did not install it")
+    return found
+
+
+def _which_haproxy() -> str | None:
+    return shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+
+
+def _install_haproxy() -> bool:
+    """``apt-get install``, and once more after ``apt-get update`` if the lists were stale."""
+    for steps in ([["install", "-y", "haproxy"]], [["update"], ["install", "-y", "haproxy"]]):
+        if all(_apt_get(*step) for step in steps):
+            return True
+    return False
+
+
+def _apt_get(*arguments: str) -> bool:
+    try:
+        done = subprocess.run(
+            ["apt-get", *arguments],
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            capture_output=True,
+            timeout=APT_WAIT_S,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+@dataclass
+class Balancer:
+    """haproxy in front of instances: round robin, health checks on GET /healthz."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    @classmethod
+    def start(cls, run_dir: Path, instances: list[Instance]) -> "Balancer":
+        port = free_port()
+        config_path = run_dir / "haproxy.cfg"
+        config_path.write_text(haproxy_config(port, instances))
+        log_path = run_dir / "haproxy.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [haproxy_binary(), "-f", str(config_path), "-db"],  # -db: in the foreground
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        balancer = cls(f"http://127.0.0.1:{port}", process, log_path)
+        try:
+            balancer.wait_until_serving({instance.name for instance in instances})
+        except BaseException:  # pytest.fail too: stop it before giving up
+            balancer.stop()
+            raise
+        return balancer
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_until_serving(self, names: set[str]) -> None:
+        """Return once each of ``names`` has answered through the balancer."""
+        deadline = time.monotonic() + READY_WAIT_S
+        seen: set[str] = set()
+        while not names <= seen:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"haproxy never served {names - seen}:\n{self.log()}")
+            seen.add(self._served_by())
+            time.sleep(READINESS_PROBE_S)
+
+    def _served_by(self) -> str:
+        try:
+            with requests.get(f"{self.url}/healthz", timeout=2) as response:
+                return response.headers.get(SERVED_BY_HEADER, "") if response.ok else ""
+        except (requests.ConnectionError, requests.Timeout):
+            return ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(STOP_WAIT_S)
+
+
+def haproxy_config(port: int, instances: list[Instance]) -> str:
+    servers = "\n".join(
+        f"    server {instance.name} {instance.url.removeprefix('http://')}"
+        for instance in instances
+    )
+    return HAPROXY_CONFIG.format(port=port, servers=servers, served_by_header=SERVED_BY_HEADER)
