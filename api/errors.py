@@ -68,27 +68,25 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(PoolTimeoutError)
     @app.errorhandler(OperationalError)
     def handle_database_unavailable(exc: Exception):
-        log.warning("database unavailable: %s", exc)
-        return error_response(
-            503,
-            "database_unavailable",
-            "The database cannot be reached; nothing was written. Retry shortly.",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
+        return _unavailable(
+            exc, "database_unavailable", "The database cannot be reached; nothing was written."
         )
 
     @app.errorhandler(redis.RedisError)
     def handle_redis_unavailable(exc: redis.RedisError):
         # Redis is only a doorbell and a cache: the paths that can do without it
         # catch this themselves; anything reaching here could not.
-        log.warning("redis unavailable: %s", exc)
-        return error_response(
-            503,
-            "redis_unavailable",
-            "A backing service is unavailable; nothing was lost. Retry shortly.",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        )
+        return _unavailable(exc, "redis_unavailable", "A backing service is unavailable.")
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):
         log.exception("unhandled error")
         return error_response(500, "internal_error", "Something went wrong on our side.")
+
+
+def _unavailable(exc: Exception, code: str, message: str):
+    """503 with Retry-After: a backing service failed, the client should retry."""
+    log.warning("%s: %s", code, exc)
+    return error_response(
+        503, code, f"{message} Retry shortly.", headers={"Retry-After": str(RETRY_AFTER_S)}
+    )

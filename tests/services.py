@@ -5,6 +5,7 @@ fails them, so a green CI always means the scaled mode was tested.
 """
 
 import os
+import subprocess
 import uuid
 
 import psycopg
@@ -18,6 +19,31 @@ POSTGRES_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+APT_WAIT_S = 600  # a package and its libraries can be ~100 MB on a cold machine
+
+
+def apt_install(package: str) -> bool:
+    """Install a Debian package the tests need (as root), running ``apt-get update``
+    first only if the package lists were too stale to find it."""
+    for steps in ([["install", "-y", package]], [["update"], ["install", "-y", package]]):
+        if all(_apt_get(*step) for step in steps):
+            return True
+    return False
+
+
+def _apt_get(*arguments: str) -> bool:
+    try:
+        done = subprocess.run(
+            ["apt-get", *arguments],
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            capture_output=True,
+            timeout=APT_WAIT_S,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def require(reason: str) -> None:

@@ -4,14 +4,11 @@ Playwright's ``playwright install`` downloads browsers from outside the package
 registries; Debian's ``chromium`` package is reachable everywhere the suite runs.
 """
 
-import os
-import subprocess
 from pathlib import Path
 
-from tests.services import require
+from tests.services import apt_install, require
 
 CHROMIUM = Path("/usr/bin/chromium")
-APT_WAIT_S = 600  # the package and its libraries are ~100 MB on a cold machine
 LAUNCH_ARGS = [
     "--headless",
     "--no-sandbox",  # tests run as root, where Chromium's sandbox refuses to start
@@ -26,27 +23,6 @@ LAUNCH_ARGS = [
 
 def chromium_executable() -> str:
     """Chromium's path; installs Debian's package when it is missing (this needs root)."""
-    if not CHROMIUM.exists() and not _install_chromium():
+    if not CHROMIUM.exists() and not (apt_install("chromium") and CHROMIUM.exists()):
         require("chromium is not installed and `apt-get install -y chromium` did not install it")
     return str(CHROMIUM)
-
-
-def _install_chromium() -> bool:
-    """``apt-get install``, and once more after ``apt-get update`` if the lists were stale."""
-    for steps in ([["install", "-y", "chromium"]], [["update"], ["install", "-y", "chromium"]]):
-        if all(_apt_get(*step) for step in steps):
-            return CHROMIUM.exists()
-    return False
-
-
-def _apt_get(*arguments: str) -> bool:
-    try:
-        done = subprocess.run(
-            ["apt-get", *arguments],
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            capture_output=True,
-            timeout=APT_WAIT_S,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0

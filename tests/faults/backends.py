@@ -26,8 +26,27 @@ PROBE_S = 0.05
 DATABASE = "parley_faults"
 
 
+class Restartable:
+    """A server a test can take down for a while."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """Stopped for the block, then started again on the same port (even on failure)."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+
 @dataclass
-class ThrowawayRedis:
+class ThrowawayRedis(Restartable):
     """A redis-server without persistence: a restart empties it, as a crash would."""
 
     port: int
@@ -61,15 +80,6 @@ class ThrowawayRedis:
             self.process.terminate()
             self.process.wait(STOP_WAIT_S)
 
-    @contextlib.contextmanager
-    def down(self) -> Iterator[None]:
-        """Stopped for the block, then started again on the same port (even on failure)."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
-
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2)
 
@@ -93,7 +103,7 @@ def as_postgres_user(command: list[str]) -> list[str]:
 
 
 @dataclass
-class ThrowawayPostgres:
+class ThrowawayPostgres(Restartable):
     """A PostgreSQL cluster of its own, with the project's schema migrated in."""
 
     data_dir: Path
@@ -132,15 +142,6 @@ class ThrowawayPostgres:
     def stop(self) -> None:
         """Fast shutdown: open transactions are rolled back and clients cut off."""
         self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
-
-    @contextlib.contextmanager
-    def down(self) -> Iterator[None]:
-        """Stopped for the block, then started again (even on failure)."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
 
     def remove(self) -> None:
         with contextlib.suppress(AssertionError):  # already stopped

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from api.config import DEFAULTS
-from tests.services import require
+from tests.services import apt_install, require
 
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = [str(ROOT / ".venv/bin/gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"]
@@ -144,13 +144,12 @@ backend instances
 {servers}
 """
 SERVED_BY_HEADER = "X-Served-By"
-APT_WAIT_S = 300
 
 
 def haproxy_binary() -> str:
     """haproxy's path; installs Debian's package when it is missing (this needs root)."""
     found = _which_haproxy()
-    if found is None and _install_haproxy():
+    if found is None and apt_install("haproxy"):
         found = _which_haproxy()
     if found is None:
         require("haproxy is not installed and `apt-get install -y haproxy` did not install it")
@@ -159,27 +158,6 @@ def haproxy_binary() -> str:
 
 def _which_haproxy() -> str | None:
     return shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
-
-
-def _install_haproxy() -> bool:
-    """``apt-get install``, and once more after ``apt-get update`` if the lists were stale."""
-    for steps in ([["install", "-y", "haproxy"]], [["update"], ["install", "-y", "haproxy"]]):
-        if all(_apt_get(*step) for step in steps):
-            return True
-    return False
-
-
-def _apt_get(*arguments: str) -> bool:
-    try:
-        done = subprocess.run(
-            ["apt-get", *arguments],
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            capture_output=True,
-            timeout=APT_WAIT_S,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
 
 
 @dataclass
