@@ -6,8 +6,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 METRICS_DIR ?= $(CURDIR)/.metrics
+# The harness's packages go into the same .venv, installed only for `make bench`.
+BENCH_INSTALLED := $(VENV)/.bench-installed-$(shell cat requirements.txt requirements-dev.txt requirements-bench.txt | cksum | cut -d' ' -f1)
+BENCH_ARGS ?=
 
-.PHONY: help install migrate run test lint format clean
+.PHONY: help install migrate run test bench soak lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -31,6 +34,18 @@ run: migrate ## Serve on 127.0.0.1:$PORT (8000) with the workers; DATABASE_URL, 
 
 test: install ## Run the test suite (SQLite, and PostgreSQL + Redis when reachable)
 	$(BIN)/python -m pytest
+
+$(BENCH_INSTALLED): $(INSTALLED) requirements-bench.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	rm -f $(VENV)/.bench-installed-* && touch $@
+
+bench: $(BENCH_INSTALLED) ## Compare short and long polling on PostgreSQL + Redis (BENCH_ARGS="--quick"; bench/README.md)
+	$(BIN)/python -m bench compare $(BENCH_ARGS)
+
+SOAK_SCALE ?= 40
+soak: install ## Long load and worker-kill run behind haproxy (SOAK_SCALE x the CI traffic; ~5 min at 40)
+	SOAK_SCALE=$(SOAK_SCALE) $(BIN)/python -m pytest -p no:cacheprovider -rA \
+		tests/faults/test_load.py tests/faults/test_worker_crash.py
 
 lint: install ## Check style with ruff
 	$(BIN)/ruff check .

@@ -4,14 +4,21 @@ every member long-polling through the balancer: nothing lost, nothing doubled.""
 import pytest
 
 from tests.faults.conftest import GROUP_SIZE_LIMIT
-from tests.faults.traffic import check_delivery, figures, plan_sends, report, run_traffic
+from tests.faults.traffic import (
+    SOAK_SCALE,
+    check_delivery,
+    figures,
+    plan_sends,
+    report,
+    run_traffic,
+)
 from tests.scaled.client import ApiClient, sign_up
 from tests.scaled.test_delivery import start_chats
 
 pytestmark = pytest.mark.scaled
 
 SENDER_THREADS = 8
-SENDS_PER_THREAD = 30
+SENDS_PER_THREAD = 30 * SOAK_SCALE
 RECEIVER_POLL_S = 5
 
 

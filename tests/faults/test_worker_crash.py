@@ -12,6 +12,7 @@ import pytest
 
 from tests.faults.raw_http import address_of, raw_long_poll
 from tests.faults.traffic import (
+    SOAK_SCALE,
     Fault,
     Progress,
     check_delivery,
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.scaled
 
 PEOPLE = 8
 SENDER_THREADS = 6
-SENDS_PER_THREAD = 25
+SENDS_PER_THREAD = 25 * SOAK_SCALE
 RECEIVER_POLL_S = 5
 KILL_AT = (0.25, 0.5)  # share of the sends done when each instance loses a worker
 RESPAWN_WAIT_S = 30

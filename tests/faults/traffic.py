@@ -11,6 +11,7 @@ here treats what a phone would treat as a network error (a dropped connection, a
 timeout, the balancer's own error page) as one: it tries again.
 """
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +33,10 @@ from tests.scaled.test_delivery import (
     stored_messages_by_chat,
 )
 
-SEND_BOUND_S = 30  # senders begin no new attempt after this
-RECEIVE_BOUND_S = 45  # receivers give up after this, and the ledger reports what is missing
+# `make soak` multiplies the traffic (and the bounds with it) by SOAK_SCALE.
+SOAK_SCALE = int(os.environ.get("SOAK_SCALE", "1"))
+SEND_BOUND_S = 30 * SOAK_SCALE  # senders begin no new attempt after this
+RECEIVE_BOUND_S = 45 * SOAK_SCALE  # receivers give up after this; the ledger says what is missing
 MAX_ATTEMPTS = 30  # per send, however the fault goes
 RETRY_PAUSE_S = 0.2  # between attempts when the answer gave no Retry-After
 FINAL_POLL_ATTEMPTS = 10
