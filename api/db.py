@@ -52,7 +52,15 @@ class Base(DeclarativeBase):
 # A database that stops answering must turn requests into quick 503s, not hang
 # them: give up connecting after 3 s, and drop a connection whose sent data goes
 # unacknowledged for 10 s (a server that vanished without closing it).
-POSTGRES_CONNECT_ARGS = {"connect_timeout": 3, "tcp_user_timeout": 10_000}
+# No server-side prepared statements: psycopg drops them all (DEALLOCATE ALL, a
+# round trip) whenever a transaction rolls back, which every read-only request
+# does when it returns its connection, so they were re-made and thrown away
+# instead of reused.
+POSTGRES_CONNECT_ARGS = {
+    "connect_timeout": 3,
+    "tcp_user_timeout": 10_000,
+    "prepare_threshold": None,
+}
 
 
 def make_engine(url: str, pool_size: int = 10, pool_timeout: float = 5.0) -> Engine:
@@ -66,7 +74,6 @@ def make_engine(url: str, pool_size: int = 10, pool_timeout: float = 5.0) -> Eng
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
         connect_args=POSTGRES_CONNECT_ARGS,
     )
 

@@ -6,7 +6,7 @@ uses, so the size limit holds under concurrent adds and nothing deadlocks.
 """
 
 from flask import current_app
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,6 +16,8 @@ from api.conversations.models import DIRECT, GROUP, Conversation, Membership, di
 from api.errors import ApiError
 from api.inbox.actions import do_append_entries, notify_inbox
 from api.inbox.models import MEMBER_JOINED, MEMBER_LEFT
+
+conversations_table = Conversation.__table__
 
 
 def _not_found(conversation_id: int) -> ApiError:
@@ -45,6 +47,27 @@ def access_conversation(
     if conversation is None or not session.get(Membership, (conversation_id, user_id)):
         raise _not_found(conversation_id)
     return conversation
+
+
+def access_next_seq(session: Session, conversation_id: int, user_id: int) -> tuple[int, list[int]]:
+    """Take the conversation's next message seq and its members; 404 unless ``user_id``
+    is one of them.
+
+    The bump locks the conversation row until commit (FOR NO KEY UPDATE, as
+    ``access_conversation(lock=True)`` would): one sender at a time per
+    conversation, which is the conversation order.
+    """
+    seq = session.scalar(
+        update(conversations_table)
+        .where(conversations_table.c.id == conversation_id)
+        .values(last_seq=conversations_table.c.last_seq + 1)
+        .returning(conversations_table.c.last_seq)
+    )
+    members = member_ids(session, conversation_id) if seq is not None else []
+    if user_id not in members:
+        session.rollback()
+        raise _not_found(conversation_id)
+    return seq, members
 
 
 def access_group(session: Session, conversation_id: int, user_id: int) -> Conversation:

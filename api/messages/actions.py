@@ -1,16 +1,17 @@
 """Sending messages (idempotently) and reading a conversation's history.
 
-A send locks the conversation row (the conversation order: one writer at a
-time per conversation), checks membership under that lock, then writes the
-message and every member's inbox entry in one transaction. Only after the
-commit are the members woken: a 201 means it is durable for everyone.
+A send bumps the conversation's counter, which locks its row (the
+conversation order: one writer at a time per conversation), checks membership
+under that lock, then writes the message and every member's inbox entry in one
+transaction. Only after the commit are the members woken: a 201 means it is
+durable for everyone.
 """
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.conversations.actions import access_conversation, member_ids
+from api.conversations.actions import access_next_seq
 from api.errors import ApiError
 from api.inbox.actions import do_append_entries, notify_inbox
 from api.inbox.models import MESSAGE
@@ -41,17 +42,16 @@ def _replay(
 def do_send_message(
     session: Session, conversation_id: int, sender_id: int, text: str, client_msg_id: str | None
 ) -> tuple[Message, bool]:
-    """Store and deliver a message; returns it and whether it is new (False: a replay)."""
-    conversation = access_conversation(session, conversation_id, sender_id, lock=True)
-    if client_msg_id and (
-        original := _replay(session, sender_id, client_msg_id, conversation_id, text)
-    ):
-        session.commit()  # ends the transaction (and its lock); nothing was written
-        return original, False
-    conversation.last_seq += 1
+    """Store and deliver a message; returns it and whether it is new (False: a replay).
+
+    A retry is not looked for up front: the unique (sender, client_msg_id) makes
+    the insert fail, the transaction rolls back, and the original is returned.
+    Retries are rare; every send saves the round trip.
+    """
+    seq, members = access_next_seq(session, conversation_id, sender_id)
     message = Message(
         conversation_id=conversation_id,
-        seq=conversation.last_seq,
+        seq=seq,
         sender_id=sender_id,
         text=text,
         client_msg_id=client_msg_id,
@@ -59,12 +59,9 @@ def do_send_message(
     session.add(message)
     try:
         session.flush()
-        heads = do_append_entries(
-            session, member_ids(session, conversation_id), MESSAGE, conversation_id, message.id
-        )
+        heads = do_append_entries(session, members, MESSAGE, conversation_id, message.id)
         session.commit()
     except IntegrityError:
-        # The same client_msg_id raced in through another request and won.
         session.rollback()
         original = client_msg_id and _replay(
             session, sender_id, client_msg_id, conversation_id, text
