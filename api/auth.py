@@ -60,9 +60,10 @@ def authenticate() -> Auth:
     if cached:
         device_id, user_id = (int(part) for part in cached.split(":"))
         return Auth(device_id, user_id, token_hash)
-    row = db.session.execute(
-        select(Device.id, Device.user_id).where(Device.token_hash == token_hash)
-    ).first()
+    with db.statements() as session:
+        row = session.execute(
+            select(Device.id, Device.user_id).where(Device.token_hash == token_hash)
+        ).first()
     if row is None:
         raise _unauthorized("Unknown or revoked token; log in again.")
     hints.set(

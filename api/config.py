@@ -15,6 +15,9 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_PREFIX": "parley:",
     "DB_POOL_SIZE": 10,
     "DB_POOL_TIMEOUT_S": 5.0,  # a request waits this long for a connection, then 503
+    # A pooled connection unused this long is checked (one round trip) before a
+    # request gets it: it may have been dropped meanwhile. Busy ones are not.
+    "DB_PING_IF_IDLE_S": 1.0,
     "LONG_POLL_CAP_S": 25.0,  # under the 30 s idle timeout of common mobile proxies
     "GROUP_SIZE_LIMIT": 256,
     "MESSAGE_MAX_CHARS": 100_000,

@@ -8,12 +8,15 @@ connection.
 """
 
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
 from flask import Flask, current_app, g
 from sqlalchemy import BigInteger, DateTime, Engine, Integer, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -63,19 +66,49 @@ POSTGRES_CONNECT_ARGS = {
 }
 
 
-def make_engine(url: str, pool_size: int = 10, pool_timeout: float = 5.0) -> Engine:
+def make_engine(
+    url: str, pool_size: int = 10, pool_timeout: float = 5.0, ping_if_idle_s: float = 1.0
+) -> Engine:
     """An engine for ``url``; SQLite gets the settings that make it safe to share."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _serialise_sqlite_writers(engine)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=pool_timeout,
         connect_args=POSTGRES_CONNECT_ARGS,
     )
+    _ping_connections_idle_for(engine, ping_if_idle_s)
+    return engine
+
+
+def _ping_connections_idle_for(engine: Engine, seconds: float) -> None:
+    """Check a pooled connection before use if it sat unused for ``seconds``.
+
+    A database restart, a failover or a proxy may have dropped it meanwhile; a
+    dead one is replaced before the request sees it. Connections in steady use
+    skip the round trip (SQLAlchemy's ``pool_pre_ping`` would pay it on every
+    checkout, and a poll checks out two or three times). One that died within
+    the last second costs its request a 503, as during an outage, and makes the
+    pool drop every connection as old as it.
+    """
+
+    @event.listens_for(engine.pool, "checkin")
+    def _checked_in(_dbapi_connection, record) -> None:
+        record.info["parley_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy) -> None:
+        idle_since = record.info.pop("parley_idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"a pooled connection died while idle: {exc}") from exc
 
 
 def _serialise_sqlite_writers(engine: Engine) -> None:
@@ -111,9 +144,19 @@ class Database:
             app.config["DATABASE_URL"],
             pool_size=app.config["DB_POOL_SIZE"],
             pool_timeout=app.config["DB_POOL_TIMEOUT_S"],
+            ping_if_idle_s=app.config["DB_PING_IF_IDLE_S"],
         )
         time_queries(engine)
         app.extensions["parley.db"] = sessionmaker(engine, expire_on_commit=False)
+        # SQLite keeps one transaction per request: a second connection of the
+        # same request would wait for the first one's write lock.
+        app.extensions["parley.db.statements"] = (
+            None
+            if engine.dialect.name == "sqlite"
+            else sessionmaker(
+                engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+            )
+        )
         app.teardown_appcontext(lambda _exc: self.release())
 
     @staticmethod
@@ -122,9 +165,31 @@ class Database:
 
     @property
     def session(self) -> Session:
+        """This request's session: one transaction until ``commit()``."""
         if "db_session" not in g:
             g.db_session = current_app.extensions["parley.db"]()
         return g.db_session
+
+    @contextmanager
+    def statements(self) -> Iterator[Session]:
+        """A session whose statements commit one by one (on PostgreSQL), for the block;
+        its connection goes back to the pool when the block ends.
+
+        For the poll's reads and one-statement writes: it saves the BEGIN and the
+        COMMIT or ROLLBACK round trips, and no answer changes, because under READ
+        COMMITTED each statement of a transaction reads a fresh snapshot anyway.
+        Call ``commit()`` after a write all the same: on SQLite the block runs in
+        the request's transaction.
+        """
+        factory = current_app.extensions["parley.db.statements"]
+        if factory is None:
+            yield self.session
+            return
+        session = factory()
+        try:
+            yield session
+        finally:
+            _close(session)
 
     def release(self) -> None:
         """Close this request's session, giving its connection back to the pool.
@@ -134,13 +199,16 @@ class Database:
         request's last query (a database restart) is dropped instead.
         """
         session = g.pop("db_session", None)
-        if session is None:
-            return
-        try:
-            session.close()
-        except DBAPIError as exc:
-            log.warning("dropping a dead database connection: %s", exc)
-            session.invalidate()
+        if session is not None:
+            _close(session)
+
+
+def _close(session: Session) -> None:
+    try:
+        session.close()
+    except DBAPIError as exc:
+        log.warning("dropping a dead database connection: %s", exc)
+        session.invalidate()
 
 
 db = Database()

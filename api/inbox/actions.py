@@ -143,7 +143,8 @@ def read_position(auth: Auth) -> Position:
 def stored_cursor(auth: Auth, position: Position) -> int:
     if position.cursor is not None:
         return position.cursor
-    cursor = db.session.scalar(select(Device.cursor).where(Device.id == auth.device_id)) or 0
+    with db.statements() as session:
+        cursor = session.scalar(select(Device.cursor).where(Device.id == auth.device_id)) or 0
     coordinator().hints.raise_to(
         {_cursor_key(auth.device_id): cursor}, current_app.config["HEAD_CACHE_TTL_S"]
     )
@@ -162,17 +163,17 @@ def do_confirm(auth: Auth, seq: int, position: Position) -> int:
     """
     if position.cursor is not None and position.cursor >= seq:
         return position.cursor
-    session = db.session
-    head_known = position.head is not None and position.head >= seq
-    if not head_known and _inbox_head(session, auth.user_id) < seq:
-        raise CursorOutOfRange(seq)
-    cursor = session.scalar(
-        update(Device)
-        .where(Device.id == auth.device_id)
-        .values(cursor=case((Device.cursor < seq, seq), else_=Device.cursor))
-        .returning(Device.cursor)
-    )
-    session.commit()
+    with db.statements() as session:
+        head_known = position.head is not None and position.head >= seq
+        if not head_known and _inbox_head(session, auth.user_id) < seq:
+            raise CursorOutOfRange(seq)
+        cursor = session.scalar(
+            update(Device)
+            .where(Device.id == auth.device_id)
+            .values(cursor=case((Device.cursor < seq, seq), else_=Device.cursor))
+            .returning(Device.cursor)
+        )
+        session.commit()
     coordinator().hints.raise_to(
         {_cursor_key(auth.device_id): cursor}, current_app.config["HEAD_CACHE_TTL_S"]
     )
@@ -249,9 +250,10 @@ def _read_if_new(auth: Auth, after: int, limit: int, known_head: int | None = No
         cached_head = coordinator().hints.get_many([_head_key(auth.user_id)])[0]
     if cached_head is not None and int(cached_head) <= after:
         return Batch(cursor=after)
-    if cached_head is None and _inbox_head(db.session, auth.user_id) <= after:
-        return Batch(cursor=after)
-    return read_entries(db.session, auth.user_id, after, limit)
+    with db.statements() as session:
+        if cached_head is None and _inbox_head(session, auth.user_id) <= after:
+            return Batch(cursor=after)
+        return read_entries(session, auth.user_id, after, limit)
 
 
 def poll_inbox(auth: Auth, position: Position, after: int, timeout: float, limit: int) -> Batch:
@@ -276,7 +278,8 @@ def poll_inbox(auth: Auth, position: Position, after: int, timeout: float, limit
             waited = True
             if waiter.ended:
                 return Batch(cursor=after)
-    return read_entries(db.session, auth.user_id, after, limit)
+    with db.statements() as session:
+        return read_entries(session, auth.user_id, after, limit)
 
 
 def _observe_wake_up(batch: Batch) -> None:

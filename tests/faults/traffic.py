@@ -111,6 +111,16 @@ def attempt(request: Callable[..., requests.Response], *args, **kwargs) -> Attem
     )
 
 
+def retried(request: Callable[..., requests.Response], *args, **kwargs) -> list[Attempt]:
+    """Every attempt of a well-behaved client: after no answer or a 503, it waits as
+    told and tries again."""
+    attempts = [attempt(request, *args, **kwargs)]
+    while attempts[-1].worth_retrying and len(attempts) < MAX_ATTEMPTS:
+        time.sleep(attempts[-1].pause())
+        attempts.append(attempt(request, *args, **kwargs))
+    return attempts
+
+
 @dataclass(frozen=True)
 class PlannedSend:
     sender: Person
