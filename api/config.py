@@ -13,7 +13,10 @@ DEFAULTS: dict[str, Any] = {
     # Keys and the pub/sub channel start with this, so several deployments
     # (or test runs) can share one Redis.
     "REDIS_PREFIX": "parley:",
-    "DB_POOL_SIZE": 10,
+    # Connections per process, opened as needed and then kept: a pool that
+    # closed its overflow on every return re-opened (and PostgreSQL re-forked)
+    # connections all the time under bursts.
+    "DB_POOL_SIZE": 20,
     "DB_POOL_TIMEOUT_S": 5.0,  # a request waits this long for a connection, then 503
     # A pooled connection unused this long is checked (one round trip) before a
     # request gets it: it may have been dropped meanwhile. Busy ones are not.

@@ -77,7 +77,7 @@ def make_engine(
     engine = create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         pool_timeout=pool_timeout,
         connect_args=POSTGRES_CONNECT_ARGS,
     )
