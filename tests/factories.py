@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 PASSWORD = "correct horse battery"
 
@@ -109,3 +110,14 @@ def long_poll_in_background(app, person, **params):
     future = pool.submit(run)
     pool.shutdown(wait=False)
     return future
+
+
+def metric(client, name: str, **labels) -> float:
+    """A sample's value from /metrics (0 if absent). Metrics are per process, so tests
+    compare before and after rather than expect absolute counts."""
+    text = client.get("/metrics").get_data(as_text=True)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0

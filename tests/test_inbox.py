@@ -7,6 +7,7 @@ from tests.factories import (
     log_in,
     long_poll_in_background,
     message_texts,
+    metric,
     of_type,
     open_direct,
     poll,
@@ -128,11 +129,37 @@ def test_a_newer_poll_of_the_same_device_ends_the_older_one(app, client, pair):
     assert newer.result(timeout=30)[0]["entries"] == []
 
 
+def test_a_send_wakes_everyone_but_the_sending_device(app, client, pair):
+    """The sending phone has its message from the 201: its held poll is not woken
+    for it (it gets the entry with its next answer), while Ann's laptop and Ben,
+    woken, get it at once. A poll that was woken counts in the wake-up histogram;
+    one that ran out its time does not."""
+    ann, ben, cid = pair
+    laptop = log_in(client, "ann", device_name="laptop")
+    cursors = dict.fromkeys((ann.device_id, laptop.device_id, ben.device_id), 0)
+    for _ in range(2):  # the first round brings everyone online, the second reads that news
+        for p in (ann, laptop, ben):
+            cursors[p.device_id] = poll(client, p, after=cursors[p.device_id])["cursor"]
+    woken_before = metric(client, "parley_wake_up_seconds_count")
+    polls = {
+        p.device_id: long_poll_in_background(
+            app, p, after=cursors[p.device_id], timeout=1 if p is ann else 20
+        )
+        for p in (ann, laptop, ben)
+    }
+    wait_until_waiting(app, count=3)
+    send(client, ann, cid, "from my phone")
+
+    answers = {device: future.result(timeout=30)[0] for device, future in polls.items()}
+    assert all(message_texts(a) == ["from my phone"] for a in answers.values())
+    assert metric(client, "parley_wake_up_seconds_count") - woken_before == 2
+
+
 def test_a_lost_wake_up_delays_an_entry_but_never_hides_it(app, client, pair, monkeypatch):
     ann, ben, cid = pair
     coordinator = app.extensions["parley.hub"]
     # Neither the doorbell nor the cached head hears of the next send.
-    monkeypatch.setattr(coordinator.hub, "notify_users", lambda user_ids: None)
+    monkeypatch.setattr(coordinator.hub, "notify_users", lambda *_: None)
     monkeypatch.setattr(coordinator.hints, "raise_to", lambda values, ttl: None)
     waiting = long_poll_in_background(app, ben, timeout=1)
     wait_until_waiting(app)
@@ -176,7 +203,7 @@ def test_a_reconnecting_listener_wakes_its_waiters(app, client, pair, monkeypatc
     coordinator = app.extensions["parley.hub"]
     waiting = long_poll_in_background(app, ben, timeout=20)
     wait_until_waiting(app)
-    monkeypatch.setattr(coordinator.hub, "notify_users", lambda user_ids: None)
+    monkeypatch.setattr(coordinator.hub, "notify_users", lambda *_: None)
     send(client, ann, cid, "sent while the doorbell was broken")
 
     # Redis drops the listener's connection (as a Redis restart would).

@@ -4,10 +4,16 @@ import sys
 import pytest
 import yaml
 from openapi_spec_validator import validate
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.contract import SPEC_PATH
-from tests.factories import long_poll_in_background, poll, send, sign_up, wait_until_waiting
+from tests.factories import (
+    long_poll_in_background,
+    metric,
+    poll,
+    send,
+    sign_up,
+    wait_until_waiting,
+)
 
 
 def test_the_contract_is_a_valid_openapi_document():
@@ -71,17 +77,6 @@ def test_sqlite_with_redis_is_refused():
 
     with pytest.raises(ConfigError, match="PostgreSQL"):
         create_app({"DATABASE_URL": "sqlite:///x.db", "REDIS_URL": "redis://127.0.0.1:6379/0"})
-
-
-def metric(client, name: str, **labels) -> float:
-    """A sample's value from /metrics (0 if absent). Metrics are per process, so tests
-    compare before and after rather than expect absolute counts."""
-    text = client.get("/metrics").get_data(as_text=True)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return sample.value
-    return 0.0
 
 
 def test_metrics_time_wake_ups_queries_and_count_errors(app, client, pair):

@@ -9,8 +9,13 @@ end of their timeout regardless.
 Channel messages are short strings:
 
     u:<user_id>,<user_id>,…        new inbox entries for these users
+    s:<device_id>:<user_id>,…      the same, made by this device (a send): its
+                                   own polls are not woken
     d:<device_id>:<started_at>     a poll of this device began at started_at;
                                    end its older polls
+
+A process that does not know a kind ignores it (during a rolling deploy, a
+wake-up it cannot read costs its waiters one timeout at most).
 """
 
 import contextlib
@@ -41,10 +46,10 @@ class RedisHub(Hub):
         self._start_lock = threading.Lock()
         self._listener: threading.Thread | None = None
 
-    def notify_users(self, user_ids) -> None:
+    def notify_users(self, user_ids, except_device: int | None = None) -> None:
         ids = ",".join(str(uid) for uid in sorted(set(user_ids)))
         if ids:
-            self._publish(f"u:{ids}")
+            self._publish(f"u:{ids}" if except_device is None else f"s:{except_device}:{ids}")
 
     def _announce_poll(self, waiter: Waiter) -> None:
         if self.closing:
@@ -99,6 +104,9 @@ class RedisHub(Hub):
         kind, _, rest = data.decode().partition(":")
         if kind == "u":
             self.waiters.wake_users(int(uid) for uid in rest.split(","))
+        elif kind == "s":
+            device_id, _, ids = rest.partition(":")
+            self.waiters.wake_users((int(uid) for uid in ids.split(",")), int(device_id))
         elif kind == "d":
             device_id, _, started_at = rest.partition(":")
             self.waiters.supersede(int(device_id), float(started_at))

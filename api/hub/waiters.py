@@ -68,11 +68,14 @@ class WaiterRegistry:
                 if not users_waiters:
                     del self._by_user[waiter.user_id]
 
-    def wake_users(self, user_ids: Iterable[int]) -> None:
+    def wake_users(self, user_ids: Iterable[int], except_device: int | None = None) -> None:
+        """Wake the waiters of these users, but not ``except_device``'s (it made the
+        entries: it has them already, and will find them with its next answer)."""
         with self._lock:
             waiters = [w for uid in user_ids for w in self._by_user.get(uid, ())]
         for waiter in waiters:
-            waiter.wake()
+            if waiter.device_id != except_device:
+                waiter.wake()
 
     def wake_all(self) -> None:
         """Wake everyone to re-check: used when wake-ups may have been missed."""

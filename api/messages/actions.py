@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api.auth import Auth
 from api.conversations.actions import access_next_seq
 from api.errors import ApiError
 from api.inbox.actions import do_append_entries, notify_inbox
@@ -40,14 +41,22 @@ def _replay(
 
 
 def do_send_message(
-    session: Session, conversation_id: int, sender_id: int, text: str, client_msg_id: str | None
+    session: Session,
+    conversation_id: int,
+    sender: Auth,
+    text: str,
+    client_msg_id: str | None,
 ) -> tuple[Message, bool]:
     """Store and deliver a message; returns it and whether it is new (False: a replay).
+
+    Every member's inbox gets it, the sender's too (their other devices need it),
+    but the sending device's own held poll is not woken for it: the 201 carries it.
 
     A retry is not looked for up front: the unique (sender, client_msg_id) makes
     the insert fail, the transaction rolls back, and the original is returned.
     Retries are rare; every send saves the round trip.
     """
+    sender_id = sender.user_id
     seq, members = access_next_seq(session, conversation_id, sender_id)
     message = Message(
         conversation_id=conversation_id,
@@ -69,7 +78,7 @@ def do_send_message(
         if not original:
             raise
         return original, False
-    notify_inbox(heads)
+    notify_inbox(heads, by_device=sender.device_id)
     return message, True
 
 
