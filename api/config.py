@@ -13,6 +13,9 @@ DEFAULTS: dict[str, Any] = {
     # Keys and the pub/sub channel start with this, so several deployments
     # (or test runs) can share one Redis.
     "REDIS_PREFIX": "parley:",
+    # Redis connections per process (one of them is the wake-up subscription);
+    # requests beyond it wait for one, up to the Redis socket timeout.
+    "REDIS_POOL_SIZE": 32,
     # Connections per process, opened as needed and then kept: a pool that
     # closed its overflow on every return re-opened (and PostgreSQL re-forked)
     # connections all the time under bursts.

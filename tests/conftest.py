@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 
 from api import create_app
 from api.db import db
-from tests import services
+from tests import figures, services
 from tests.contract import check_flask_response
 from tests.factories import open_direct, sign_up
 
@@ -118,3 +118,11 @@ def pair(client):
     """Ann and Ben, signed up and logged in, and their direct conversation's id."""
     ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
     return ann, ben, open_direct(client, ann, ben)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    lines = figures.gathered(terminalreporter)
+    if lines:
+        terminalreporter.section("delivery figures (0 lost and 0 duplicated are asserted)")
+        for line in lines:
+            terminalreporter.write_line(line)

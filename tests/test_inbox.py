@@ -1,4 +1,5 @@
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
@@ -246,3 +247,25 @@ def test_shutting_down_answers_held_long_polls_at_once(app, client, pair):
     started = time.monotonic()
     assert poll(client, ben, timeout=20)["entries"] == []
     assert time.monotonic() - started < 20
+
+
+@scaled_only
+def test_more_concurrent_polls_than_redis_connections_are_all_answered(make_app, redis_url):
+    """Requests share the process's few Redis connections, each waiting its turn,
+    instead of opening one each (or being refused past a limit)."""
+    app = make_app(REDIS_POOL_SIZE=3)
+    client = app.test_client()
+    people = [sign_up(client, f"fan{n}") for n in range(8)]
+    cursors = {p.id: poll(client, p, after=0)["cursor"] for p in people}
+
+    def poll_a_while(person) -> list[int]:
+        own = app.test_client()
+        return [poll(own, person, after=cursors[person.id])["cursor"] for _ in range(10)]
+
+    with ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(poll_a_while, people * 5))
+
+    assert answers == [[cursors[p.id]] * 10 for p in people * 5]
+    name = app.extensions["parley.hub"].prefix.rstrip(":")
+    ours = [c for c in redis.Redis.from_url(redis_url).client_list() if c["name"].startswith(name)]
+    assert 0 < len(ours) <= 3

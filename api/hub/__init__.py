@@ -33,8 +33,13 @@ def init_coordinator(app: Flask) -> None:
     url = app.config["REDIS_URL"]
     prefix = app.config["REDIS_PREFIX"]
     if url:
-        client = redis.Redis.from_url(
+        # A blocking pool: thousands of concurrent requests (greenlets) share a
+        # few connections, each waiting its turn (a command takes ~0.1 ms), where
+        # redis-py's default pool refuses the 101st caller outright.
+        pool = redis.BlockingConnectionPool.from_url(
             url,
+            max_connections=app.config["REDIS_POOL_SIZE"],
+            timeout=REDIS_SOCKET_TIMEOUT_S,
             socket_timeout=REDIS_SOCKET_TIMEOUT_S,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
             socket_keepalive=True,
@@ -42,6 +47,7 @@ def init_coordinator(app: Flask) -> None:
             # Named so operators (and tests) can tell Parley's connections apart.
             client_name=f"{prefix.rstrip(':')}-{os.getpid()}",
         )
+        client = redis.Redis(connection_pool=pool)
         coordinator = Coordinator(
             RedisHub(client, prefix + "wake"), RedisHints(client), prefix, client
         )

@@ -9,7 +9,7 @@ import requests
 
 from tests.factories import Person, message_texts, open_direct, poll, send
 from tests.faults.raw_http import address_of, raw_long_poll
-from tests.faults.traffic import report
+from tests.figures import show
 from tests.scaled.client import ApiClient, sign_up, wait_for_waiting_polls, waiting_polls
 
 pytestmark = pytest.mark.scaled
@@ -29,7 +29,7 @@ def test_an_answer_dropped_before_its_body_is_read_comes_again(topology):
         again = poll(client, ben)
         confirmed = poll(client, ben, after=again["cursor"])
 
-    report("dropped answer", figures_for(TEXTS, again))
+    show("dropped answer", figures_for(TEXTS, again))
     assert status == 200
     assert message_texts(again) == TEXTS
     assert [e["seq"] for e in again["entries"]] == list(range(1, len(TEXTS) + 1))
@@ -50,7 +50,7 @@ def test_entries_woken_into_a_held_poll_whose_client_left_come_again(topology):
         wait_until_fewer_waiting(through_a, already_waiting + 1)
         again = poll(through_b, ben)
 
-    report("abandoned long poll", figures_for(TEXTS[:1], again))
+    show("abandoned long poll", figures_for(TEXTS[:1], again))
     assert message_texts(again) == TEXTS[:1]
 
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.factories import Person, message_texts, open_direct, poll, send
-from tests.faults.traffic import report
+from tests.figures import show
 from tests.scaled.client import ApiClient, sign_up, wait_for_waiting_polls
 
 pytestmark = pytest.mark.scaled
@@ -50,7 +50,7 @@ def test_sigterm_answers_held_polls_at_once_and_completes_a_send_in_flight(topol
         sent = in_flight.result(EXIT_BOUND_S)
         with ApiClient(topology.balancer.url) as client:
             received = message_texts(poll(client, holders[0])).count("last words")
-        report(
+        show(
             "graceful shutdown",
             {
                 "sent": 1,

@@ -9,9 +9,9 @@ from tests.faults.traffic import (
     check_delivery,
     figures,
     plan_sends,
-    report,
     run_traffic,
 )
+from tests.figures import show
 from tests.scaled.client import ApiClient, sign_up
 from tests.scaled.test_delivery import start_chats
 
@@ -37,7 +37,7 @@ def test_concurrent_senders_into_a_full_group_and_direct_chats(topology):
     receivers = [(person, topology.balancer.url) for person in people]
     outcome = run_traffic(topology.balancer.url, receivers, plans, RECEIVER_POLL_S)
     counted = figures(outcome, chats)
-    report("load", counted)
+    show("load", counted)
 
     first_answers = {record.attempts[0].status for record in outcome.records}
     assert first_answers == {201}, "with no fault, every send is stored at the first try"

@@ -18,11 +18,11 @@ from tests.faults.traffic import (
     check_nothing_hung,
     figures,
     plan_sends,
-    report,
     resilient_client,
     retried,
     run_traffic,
 )
+from tests.figures import show
 from tests.scaled.client import ApiClient, sign_up
 from tests.scaled.test_delivery import start_chats
 
@@ -55,7 +55,7 @@ def test_a_postgres_outage_answers_503_fast_and_retries_lose_nothing(topology):
     counted = figures(outcome, chats)
     attempts = outcome.attempts()
     refused = [a for a in attempts if a.status == 503]
-    report("PostgreSQL outage", {**counted, "answered 503": len(refused)})
+    show("PostgreSQL outage", {**counted, "answered 503": len(refused)})
 
     assert refused, "no request met the outage: the test proved nothing"
     unexpected = [a for a in attempts if a.status not in (200, 201, 503)]
@@ -92,7 +92,7 @@ def test_connections_killed_under_a_poll_cost_at_most_a_retry(topology):
                 *retried(retrying.get, "/v1/inbox", **bens_poll),
             ]
 
-    report(
+    show(
         "connections killed under a poll",
         {
             "connections killed": killed,

@@ -15,9 +15,9 @@ from tests.faults.traffic import (
     check_nothing_hung,
     figures,
     plan_sends,
-    report,
     run_traffic,
 )
+from tests.figures import show
 from tests.scaled.client import (
     ApiClient,
     sign_up,
@@ -65,7 +65,7 @@ def test_sends_and_polls_carry_on_through_a_redis_restart(topology):
         for a in record.attempts
         if outage.started <= a.started and a.started + a.seconds <= outage.ended
     ]
-    report("Redis restart", {**counted, "sends answered while Redis was down": len(during)})
+    show("Redis restart", {**counted, "sends answered while Redis was down": len(during)})
 
     assert during, "no send was answered while Redis was down: the test proved nothing"
     first_answers = {record.attempts[0].status for record in outcome.records}

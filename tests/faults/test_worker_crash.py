@@ -18,9 +18,9 @@ from tests.faults.traffic import (
     check_delivery,
     figures,
     plan_sends,
-    report,
     run_traffic,
 )
+from tests.figures import show
 from tests.scaled.client import ApiClient, sign_up, wait_for_waiting_polls, waiting_polls
 from tests.scaled.conftest import WORKERS_PER_INSTANCE
 from tests.scaled.servers import Instance
@@ -64,7 +64,7 @@ def test_killing_workers_mid_stream_loses_and_doubles_nothing(topology):
             wait_for_replacement(instance, victim)
     counted = figures(outcome, chats)
     cut_off = sum(attempt.status is None for attempt in outcome.attempts())
-    report("worker kill -9", {**counted, "requests cut off": cut_off})
+    show("worker kill -9", {**counted, "requests cut off": cut_off})
 
     assert cut_off > 0, "the killed workers had nothing in flight: the test proved nothing"
     assert {a.status for a in outcome.attempts()} <= {200, 201, 503, None}

@@ -336,10 +336,6 @@ def figures(outcome: Outcome, chats: list[Chat]) -> dict[str, int]:
     return {**counted, "retried": retried, "faults injected": len(outcome.faults)}
 
 
-def report(name: str, counted: dict[str, int]) -> None:
-    print(f"\n{name}: " + ", ".join(f"{what} {n}" for what, n in counted.items()))
-
-
 def check_delivery(outcome: Outcome, chats: list[Chat], counted: dict, balancer_url: str):
     """Every send stored once; every member got each message once, in conversation
     order, with no gap in their inbox's sequence numbers."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.factories import Person, create_group, message_texts, open_direct, poll, send
+from tests.figures import show
 from tests.scaled.client import (
     REQUEST_TIMEOUT_S,
     ApiClient,
@@ -74,7 +75,7 @@ def test_concurrent_senders_on_both_instances_lose_and_duplicate_nothing(instanc
     outcomes, inboxes = run_traffic(urls, people, plans)
     sent = stored_messages_by_chat(outcomes)
     figures = delivery_figures(chats, outcomes, inboxes)
-    print("scaled delivery: " + ", ".join(f"{name} {n}" for name, n in figures.items()))
+    show("scaled delivery", figures)
 
     refused = [o.answers[0] for o in outcomes if o.answers[0][0] != 201]
     assert not refused, f"{len(refused)} sends refused, first: {refused[0]}"
