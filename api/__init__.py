@@ -5,6 +5,7 @@ create_app()
   ├── db          one engine per process, a session per request
   ├── hub         wake-ups and cached hints (in-process, or Redis)
   ├── presence    where polls are noted (in-process, or Redis)
+  ├── admission   how many API requests work at once; the rest wait their turn
   └── blueprints  accounts, conversations, messages, inbox, presence, ops, web
 """
 
@@ -23,6 +24,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     from api.accounts.actions import init_password_hasher
     from api.accounts.views import bp as accounts_bp
+    from api.admission import init_admission
     from api.conversations.views import bp as conversations_bp
     from api.db import db
     from api.errors import register_error_handlers
@@ -43,6 +45,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     init_presence(app, app.extensions["parley.hub"].client)
     init_password_hasher(app)
     init_http(app)
+    init_admission(app)
     register_error_handlers(app)
     blueprints = (accounts_bp, conversations_bp, messages_bp, inbox_bp, presence_bp, ops_bp, web_bp)
     for blueprint in blueprints:

@@ -20,6 +20,11 @@ DEFAULTS: dict[str, Any] = {
     # closed its overflow on every return re-opened (and PostgreSQL re-forked)
     # connections all the time under bursts.
     "DB_POOL_SIZE": 20,
+    # API requests of a process working at once (long polls waiting do not
+    # count); the rest wait their turn, and past ADMISSION_WAIT_S answer 503.
+    # About the Redis pool: the admitted never wait long for a connection.
+    "ADMITTED_REQUESTS": 32,
+    "ADMISSION_WAIT_S": 10.0,
     "DB_POOL_TIMEOUT_S": 5.0,  # a request waits this long for a connection, then 503
     # A pooled connection unused this long is checked (one round trip) before a
     # request gets it: it may have been dropped meanwhile. Busy ones are not.

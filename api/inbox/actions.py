@@ -23,6 +23,7 @@ from sqlalchemy import Select, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from api.accounts.models import Device, User
+from api.admission import stepping_aside
 from api.auth import Auth
 from api.db import db
 from api.errors import ApiError
@@ -272,9 +273,13 @@ def poll_inbox(auth: Auth, position: Position, after: int, timeout: float, limit
                 _observe_wake_up(batch)
             if batch.entries or waiter.ended:
                 return batch
-            db.release()  # hold no connection while waiting
+            db.release()  # hold no connection while waiting, nor a turn to work
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not waiter.wait(remaining):
+            if remaining <= 0:
+                break
+            with stepping_aside():
+                woken = waiter.wait(remaining)
+            if not woken:
                 break
             waited = True
             if waiter.ended:

@@ -1,0 +1,79 @@
+"""Admission: a bounded number of API requests work at once; the rest wait their turn."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+from tests.factories import (
+    long_poll_in_background,
+    message_texts,
+    open_direct,
+    poll,
+    scaled_only,
+    send,
+    sign_up,
+    wait_until_waiting,
+)
+
+LOCK_WAIT_BOUND_S = 10
+
+
+def test_held_long_polls_keep_nobody_out(make_app):
+    """With room for one request at a time, three held long polls still let a send
+    in, and the send wakes them."""
+    app = make_app(ADMITTED_REQUESTS=1, ADMISSION_WAIT_S=0.5)
+    client = app.test_client()
+    ann, ben, cat = (sign_up(client, name) for name in ("ann", "ben", "cat"))
+    chats = [open_direct(client, ann, other) for other in (ben, cat)]
+    cursors = {p.id: poll(client, p, after=poll(client, p)["cursor"])["cursor"] for p in (ben, cat)}
+    waiting = [
+        long_poll_in_background(app, p, after=cursors[p.id], timeout=20) for p in (ben, cat, ben)
+    ]
+    wait_until_waiting(app, count=2)  # Ben's second poll replaced his first
+
+    for chat in chats:
+        assert send(client, ann, chat, "hello").status_code == 201
+    answers = [future.result(timeout=30)[0] for future in waiting]
+    assert [message_texts(a) for a in answers] == [[], ["hello"], ["hello"]]
+
+
+@scaled_only
+def test_past_its_wait_a_busy_server_answers_503_and_then_recovers(make_app, app_config):
+    """The one working request waits on a row lock; a poll queued behind it gives up
+    after ADMISSION_WAIT_S with 503 server_busy and Retry-After, nothing done. Once
+    the lock goes, the send completes and polls are answered again."""
+    app = make_app(ADMITTED_REQUESTS=1, ADMISSION_WAIT_S=0.3)
+    client = app.test_client()
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    chat = open_direct(client, ann, ben)
+    url = make_url(app_config["DATABASE_URL"]).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False)) as locker:
+        locker.execute("SELECT 1 FROM conversations WHERE id = %s FOR UPDATE", (chat,))
+        with ThreadPoolExecutor(1) as background:
+            sending = background.submit(send, app.test_client(), ann, chat, "held up")
+            wait_for_a_lock_waiter(locker)
+            busy = client.get("/v1/inbox", headers=ben.auth)
+            locker.rollback()
+            sent = sending.result(timeout=30)
+
+    assert busy.status_code == 503
+    assert busy.get_json()["error"]["code"] == "server_busy"
+    assert busy.headers["Retry-After"]
+    assert sent.status_code == 201
+    assert message_texts(poll(client, ben))[-1:] == ["held up"]
+
+
+def wait_for_a_lock_waiter(conn: psycopg.Connection) -> None:
+    deadline = time.monotonic() + LOCK_WAIT_BOUND_S
+    with psycopg.connect(conn.info.dsn, autocommit=True) as watcher:
+        while time.monotonic() < deadline:
+            (waiting,) = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ).fetchone()
+            if waiting:
+                return
+            time.sleep(0.01)
+    raise AssertionError("the send never waited on the lock")
