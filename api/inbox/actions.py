@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, case, func, insert, select, update
+from sqlalchemy import Row, Select, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from api.accounts.models import Device, User
@@ -33,6 +33,8 @@ from api.messages.models import Message
 from api.metrics import WAKE_UP_SECONDS
 
 users_table = User.__table__
+inbox_table = InboxEntry.__table__
+messages_table = Message.__table__
 
 
 @dataclass
@@ -182,43 +184,57 @@ def do_confirm(auth: Auth, seq: int, position: Position) -> int:
     return cursor
 
 
+# The poll's read, built once (its statements run thousands of times a second,
+# and building and caching an ORM query cost more than the round trip). The
+# user row always matches, so even an answer with no entries brings the floor.
+_ENTRIES_AFTER = (
+    select(
+        users_table.c.inbox_floor,
+        inbox_table,
+        func.coalesce(func.length(messages_table.c.text), 0).label("text_length"),
+    )
+    .select_from(
+        users_table.outerjoin(
+            inbox_table,
+            (inbox_table.c.user_id == users_table.c.id) & (inbox_table.c.seq > bindparam("after")),
+        ).outerjoin(messages_table, messages_table.c.id == inbox_table.c.message_id)
+    )
+    .where(users_table.c.id == bindparam("user_id"))
+    .order_by(inbox_table.c.seq)
+    .limit(bindparam("limit"))
+)
+_MESSAGES = select(messages_table).where(messages_table.c.id.in_(bindparam("ids", expanding=True)))
+
+
 def read_entries(session: Session, user_id: int, after: int, limit: int) -> Batch:
     """Entries after ``after``: at most ``limit``, and no more text than the batch
     budget (always at least one entry, so a client always makes progress)."""
     budget = current_app.config["INBOX_BATCH_MAX_CHARS"]
     rows = session.execute(
-        select(InboxEntry, func.coalesce(func.length(Message.text), 0))
-        .outerjoin(Message, Message.id == InboxEntry.message_id)
-        .where(InboxEntry.user_id == user_id, InboxEntry.seq > after)
-        .order_by(InboxEntry.seq)
-        .limit(limit + 1)
+        _ENTRIES_AFTER, {"user_id": user_id, "after": after, "limit": limit + 1}
     ).all()
-    if (rows and rows[0][0].seq > after + 1) or (
-        not rows and after < _inbox_floor(session, user_id)
-    ):
-        raise _pruned(session, user_id)
-    chosen: list[InboxEntry] = []
+    floor = rows[0].inbox_floor if rows else 0
+    found = [row for row in rows if row.seq is not None]
+    if (found and found[0].seq > after + 1) or (not found and after < floor):
+        raise _pruned(floor)
+    chosen: list[Row] = []
     spent = 0
-    for entry, text_length in rows[:limit]:
-        if chosen and spent + text_length > budget:
+    for entry in found[:limit]:
+        if chosen and spent + entry.text_length > budget:
             break
         chosen.append(entry)
-        spent += text_length
-    messages = _messages_by_id(session, [e.message_id for e in chosen if e.message_id])
+        spent += entry.text_length
+    ids = [entry.message_id for entry in chosen if entry.message_id]
+    messages = {m.id: m for m in session.execute(_MESSAGES, {"ids": ids})} if ids else {}
     return Batch(
         entries=[_entry_view(entry, messages) for entry in chosen],
         cursor=chosen[-1].seq if chosen else after,
-        has_more=len(chosen) < len(rows),
+        has_more=len(chosen) < len(found),
     )
 
 
-def _inbox_floor(session: Session, user_id: int) -> int:
-    return session.scalar(select(User.inbox_floor).where(User.id == user_id)) or 0
-
-
-def _pruned(session: Session, user_id: int) -> ApiError:
+def _pruned(floor: int) -> ApiError:
     """Entries behind the cursor were pruned: say so, never skip them silently."""
-    floor = _inbox_floor(session, user_id)
     return ApiError(
         410,
         "cursor_pruned",
@@ -227,13 +243,7 @@ def _pruned(session: Session, user_id: int) -> ApiError:
     )
 
 
-def _messages_by_id(session: Session, ids: list[int]) -> dict[int, Message]:
-    if not ids:
-        return {}
-    return {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(ids)))}
-
-
-def _entry_view(entry: InboxEntry, messages: dict[int, Message]) -> dict[str, Any]:
+def _entry_view(entry: Row, messages: dict[int, Row]) -> dict[str, Any]:
     return {
         "seq": entry.seq,
         "type": entry.type,
