@@ -10,10 +10,10 @@ METRICS_DIR ?= $(CURDIR)/.metrics
 BENCH_INSTALLED := $(VENV)/.bench-installed-$(shell cat requirements.txt requirements-dev.txt requirements-bench.txt | cksum | cut -d' ' -f1)
 BENCH_ARGS ?=
 
-.PHONY: help install migrate run test bench soak lint format clean
+.PHONY: help install migrate run test bench bench-targets soak lint format clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ $(BENCH_INSTALLED): $(INSTALLED) requirements-bench.txt
 
 bench: $(BENCH_INSTALLED) ## Compare short and long polling on PostgreSQL + Redis (BENCH_ARGS="--quick"; bench/README.md)
 	$(BIN)/python -m bench compare $(BENCH_ARGS)
+
+bench-targets: $(BENCH_INSTALLED) ## Measure the performance bar on PostgreSQL + Redis (BENCH_ARGS="--quick"; ~6 min)
+	$(BIN)/python -m bench targets $(BENCH_ARGS)
 
 SOAK_SCALE ?= 40
 soak: install ## Long load and worker-kill run behind haproxy (SOAK_SCALE x the CI traffic; ~5 min at 40)

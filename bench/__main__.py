@@ -10,21 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from api.config import DEFAULTS
-from bench import report, workloads
+from bench import report, targets, workloads
 from bench.clients import SetupError
-from bench.measure import (
-    Sampler,
-    busy_cores,
-    machine_info,
-    postgres_selector,
-    redis_selector,
-    repo_root,
-    self_selector,
-    timestamp,
-    web_selector,
-)
+from bench.measure import busy_cores, machine_info, repo_root, timestamp
 from bench.run import RunSettings, Strategy, run_all
-from bench.server import ExternalServer, ScaledServer, ServerError, raise_fd_limit
+from bench.server import ExternalServer, ScaledServer, ServerError, raise_fd_limit, running
 
 OVERVIEW = """\
 Compares how Parley's clients receive messages: short polls every I seconds
@@ -246,8 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Options of `compare`:\n\n" + compare_parser().format_help(),
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="compare")
+    subparsers = parser.add_subparsers(dest="command", metavar="compare | targets")
     compare_parser(subparsers)
+    targets.add_parser(subparsers)
     return parser
 
 
@@ -328,33 +319,11 @@ def compare(args: argparse.Namespace) -> int:
             "(see the 'others' column)",
             file=sys.stderr,
         )
-    sampler: Sampler | None = None
     try:
-        print(f"starting: {server.describe()['mode']} …", file=sys.stderr)
-        server.start()
-        sampler = Sampler(
-            {
-                "web": web_selector(server.web_pid),
-                "postgres": postgres_selector(server.database),
-                "redis": redis_selector(),
-                "client": self_selector(),
-            }
-        )
-        sampler.start()
-        results = asyncio.run(run_all(server.url, chosen, settings, sampler, connections))
-    except ServerError as exc:
-        print(f"the server could not start: {exc}", file=sys.stderr)
-        return 2
-    except SetupError as exc:
-        print(f"set-up failed, nothing was measured: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping what the harness started", file=sys.stderr)
-        return 130
-    finally:
-        if sampler is not None:
-            sampler.stop()
-        server.stop()
+        with running(server) as sampler:
+            results = asyncio.run(run_all(server.url, chosen, settings, sampler, connections))
+    except (ServerError, SetupError, KeyboardInterrupt) as exc:
+        return could_not_run(exc)
     record = {
         "meta": {
             "started": started,
@@ -398,18 +367,76 @@ def compare(args: argparse.Namespace) -> int:
     return 1 if broken else 0
 
 
+def could_not_run(exc: BaseException) -> int:
+    """Say why nothing (more) was measured; the exit status for it."""
+    if isinstance(exc, KeyboardInterrupt):
+        print("\ninterrupted: stopping what the harness started", file=sys.stderr)
+        return 130
+    if isinstance(exc, ServerError):
+        print(f"the server could not start: {exc}", file=sys.stderr)
+    else:
+        print(f"set-up failed, nothing was measured: {exc}", file=sys.stderr)
+    return 2
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
+
+
+# Every poll of the holding target is a connection: more than the default per worker.
+TARGETS_WORKER_CONNECTIONS = 19_000  # under the 20,000 open files a process may have here
+
+
+def measure_targets(args: argparse.Namespace) -> int:
+    """Run the performance-bar scenarios; exit 0 only if every target is met."""
+    args = targets.resolve(args)
+    raise_fd_limit()
+    server = (
+        ExternalServer(args.url.rstrip("/"), database=args.pg_database)
+        if args.url
+        else ScaledServer(
+            workers=args.workers,
+            extra_env={"WORKER_CONNECTIONS": str(TARGETS_WORKER_CONNECTIONS)},
+        )
+    )
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    stamp = timestamp()
+    machine = machine_info()
+    try:
+        with running(server) as sampler:
+            results = asyncio.run(targets.measure_all(server.url, args, sampler))
+    except (ServerError, SetupError, KeyboardInterrupt) as exc:
+        return could_not_run(exc)
+    rows = targets.evaluate(args, results)
+    described = server.describe()
+    record = {
+        "meta": {
+            "started": started,
+            "command": "python -m bench " + shlex.join(sys.argv[1:]),
+            "machine": machine,
+            "machine_line": report.machine_line(machine),
+            "server": f"{described['mode']}"
+            + (f", {described['workers']} gevent workers" if "workers" in described else ""),
+            "server_details": described,
+        },
+        "targets": [{"target": w, "measured": m, "met": ok} for w, m, ok in rows],
+        "results": results,
+    }
+    page = targets.write(record, rows, args.results, stamp, args.publish)
+    print("\n" + targets.table(rows).replace("**", ""))
+    print(f"\nreport: {page}")
+    return 0 if all(ok for _, _, ok in rows) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command != "compare":
+    commands = {"compare": compare, "targets": measure_targets}
+    if args.command not in commands:
         parser.print_help()
         return 0
     signal.signal(signal.SIGTERM, _interrupt)
-    return compare(args)
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

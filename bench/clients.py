@@ -21,12 +21,15 @@ import contextlib
 import json
 import random
 from collections import Counter, deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
 from bench.ledger import Ledger
+
+T = TypeVar("T")
 
 PASSWORD = "bench horse battery staple"
 POLL_GRACE_S = 15.0  # a long poll's client-side timeout is its wait plus this
@@ -187,6 +190,13 @@ class Backoff:
         return max(pause, retry_after or 0.0)
 
 
+async def after(seconds: float, work: Awaitable[T]) -> T:
+    """``work``, begun ``seconds`` from now: spreads the first polls of thousands of
+    devices, as real clients coming online over a while would."""
+    await asyncio.sleep(seconds)
+    return await work
+
+
 async def sleep_or_stop(seconds: float, stop: asyncio.Event) -> None:
     if seconds > 0 and not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -218,6 +228,11 @@ async def sign_up(api: Api, index: int, username: str) -> Device:
     await _must(
         api, "POST", "/v1/users", (201, 409), body={"username": username, "password": PASSWORD}
     )
+    return await log_in(api, index, username)
+
+
+async def log_in(api: Api, index: int, username: str) -> Device:
+    """One more device of the user: a log-in of its own."""
     answer = await _must(
         api,
         "POST",

@@ -188,6 +188,14 @@ def write_json(record: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
+def machine_line(machine: dict[str, str]) -> str:
+    return (
+        f"{machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, "
+        f"Linux {machine['kernel']}, Python {machine['python']}, {machine['postgresql']}, "
+        f"{machine['redis']}"
+    )
+
+
 def markdown(record: dict[str, Any], figures: dict[str, str]) -> str:
     """The report: machine, settings, one table per workload, the probe, figures, checks."""
     meta, records = record["meta"], record["phases"]
@@ -196,10 +204,8 @@ def markdown(record: dict[str, Any], figures: dict[str, str]) -> str:
         f"# Parley polling strategies — run {meta['started']}",
         "",
         f"Command: `{meta['command']}`  ",
-        f"Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, "
-        f"Linux {machine['kernel']}, Python {machine['python']}, {machine['postgresql']}, "
-        f"{machine['redis']}. **Client and server share the cores** (load average at start: "
-        f"{machine['load_average_at_start']}; cores busy just before: "
+        f"Machine: {machine_line(machine)}. **Client and server share the cores** (load "
+        f"average at start: {machine['load_average_at_start']}; cores busy just before: "
         f"{machine.get('busy_cores_before_start', '?')}).  ",
         f"Server: {meta['server']['mode']}"
         + (

@@ -53,6 +53,12 @@ class RunSettings:
     drain_s: float = 35.0  # past the window: time for late deliveries before "lost"
     setup_concurrency: int = 32
     hold_probe: bool = True
+    # Seconds after the poll loops start before CPU is measured (0: from the
+    # start). Under the lead-in; lets thousands of first polls settle first.
+    warm_up_s: float = 0.0
+    # Seconds over which the devices' first polls are spread (0: all at once).
+    ramp_s: float = 0.0
+    probe_workload: str = "watchers"  # the workload whose devices the hold probe uses
     long_poll_cap_s: float = 25.0
 
 
@@ -107,7 +113,9 @@ async def _bounded(limit: asyncio.Semaphore, work):
 async def set_up(context: Context, workload: Workload) -> tuple[list[Device], list[int]]:
     """Sign up and log in every device, open the conversations, drain the inboxes."""
     api, limit = context.api, asyncio.Semaphore(context.settings.setup_concurrency)
-    short = {"watchers": "w", "chat": "c", "group-burst": "g"}.get(workload.name, "x")
+    short = {"watchers": "w", "chat": "c", "group-burst": "g", "fan-out": "f", "empty": "e"}.get(
+        workload.name, "x"
+    )
     steps = workload.devices + len(workload.conversations)
     with tqdm(total=steps, desc=f"set-up {workload.name}", leave=False, unit="req") as bar:
 
@@ -159,16 +167,20 @@ async def drain_inboxes(context: Context, devices: list[Device]) -> None:
 
 async def waiting_long_polls(api: Api) -> float:
     """The server's gauge of held long polls (summed over its workers)."""
-    answer_text = await _metrics_text(api)
+    return metric_total(await metrics_text(api), "parley_long_polls_waiting")
+
+
+def metric_total(text: str, name: str) -> float:
+    """The sum of one metric's samples (over labels and processes) in /metrics text."""
     total = 0.0
-    for line in answer_text.splitlines():
-        if line.startswith("parley_long_polls_waiting"):
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
             with contextlib.suppress(ValueError):
                 total += float(line.rsplit(" ", 1)[1])
     return total
 
 
-async def _metrics_text(api: Api) -> str:
+async def metrics_text(api: Api) -> str:
     try:
         async with api.session.get(f"{api.base_url}/metrics") as response:
             return await response.text()
@@ -185,9 +197,17 @@ async def hold_probe(context: Context, devices: list[Device]) -> dict[str, Any]:
     sampler.mark()
     started = loop.time()
     wait = f"{context.settings.long_poll_cap_s:g}"
-    polls = [asyncio.create_task(clients.poll_once(api, d, context.ledger, wait)) for d in devices]
+    ramp_s = context.settings.ramp_s
+    polls = [
+        asyncio.create_task(
+            clients.after(
+                ramp_s * n / len(devices), clients.poll_once(api, d, context.ledger, wait)
+            )
+        )
+        for n, d in enumerate(devices)
+    ]
     held = 0.0
-    while loop.time() - started < HOLD_PROBE_WAIT_S:
+    while loop.time() - started < ramp_s + HOLD_PROBE_WAIT_S:
         held = await waiting_long_polls(api)
         if held >= len(devices):
             break
@@ -304,20 +324,28 @@ async def run_phase(
     poll_loop = _poll_loop(strategy)
     loops = [
         asyncio.create_task(
-            poll_loop(
-                api,
-                device,
-                ledger,
-                strategy.seconds,
-                stop,
-                random.Random(f"{settings.seed}-{device.index}"),
+            clients.after(
+                settings.ramp_s * n / len(devices),
+                poll_loop(
+                    api,
+                    device,
+                    ledger,
+                    strategy.seconds,
+                    stop,
+                    random.Random(f"{settings.seed}-{device.index}"),
+                ),
             )
         )
-        for device in devices
+        for n, device in enumerate(devices)
     ]
     sender = asyncio.create_task(
         _play_plan(context, workload, devices, conversation_ids, keys, started + settings.lead_s)
     )
+    measured_from = started
+    if settings.warm_up_s:
+        await asyncio.sleep(settings.warm_up_s)
+        context.sampler.mark()
+        measured_from = loop.time()
     window_s = settings.lead_s + workload.send_window_s + settings.tail_s
     while (left := started + window_s - loop.time()) > 0:
         context.bar.set_postfix_str(
@@ -339,7 +367,7 @@ async def run_phase(
         phase=phase,
         workload=workload,
         strategy=strategy,
-        window_s=window_ended - started,
+        window_s=window_ended - measured_from,
         window=window,
         total=api.traffic.copy(),
         usage=usage,
@@ -438,12 +466,12 @@ def _quantile_curve(values: list[float]) -> list[float]:
 async def run_workload(
     context: Context, workload: Workload, first_phase: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, list[float]]]:
-    """Set up, probe (watchers only), then one phase per strategy. Returns the
+    """Set up, probe (``probe_workload`` only), then one phase per strategy. Returns the
     phase records, the hold probe, and each strategy's raw latencies (for plots)."""
     context.bar.set_postfix_str(f"{workload.name}: set-up", refresh=True)
     devices, conversation_ids = await set_up(context, workload)
     probe = None
-    if context.settings.hold_probe and workload.name == "watchers":
+    if context.settings.hold_probe and workload.name == context.settings.probe_workload:
         context.bar.set_postfix_str(f"{workload.name}: holding one long poll each", refresh=True)
         probe = await hold_probe(context, devices)
     records, latencies = [], {}

@@ -12,16 +12,26 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.measure import listening_root, repo_root
+from bench.measure import (
+    Sampler,
+    listening_root,
+    postgres_selector,
+    redis_selector,
+    repo_root,
+    self_selector,
+    web_selector,
+)
 
 DATABASE = "parley_bench"
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -215,3 +225,27 @@ class ScaledServer:
 
 
 Server = ScaledServer | ExternalServer
+
+
+@contextlib.contextmanager
+def running(server: "ScaledServer | ExternalServer") -> Iterator[Sampler]:
+    """Start ``server`` and a sampler of its processes' CPU and memory; stop both
+    after the block, on errors and Ctrl-C too."""
+    sampler: Sampler | None = None
+    try:
+        print(f"starting: {server.describe()['mode']} …", file=sys.stderr)
+        server.start()
+        sampler = Sampler(
+            {
+                "web": web_selector(server.web_pid),
+                "postgres": postgres_selector(server.database),
+                "redis": redis_selector(),
+                "client": self_selector(),
+            }
+        )
+        sampler.start()
+        yield sampler
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        server.stop()

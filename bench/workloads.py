@@ -11,6 +11,8 @@ replays the same plan, so they are compared on the same message stream.
   server's presence limit (64), so a watcher's presence is not fanned out.
 * ``chat`` — 1:1 pairs talking: each side sends at random (Poisson) times.
 * ``group-burst`` — one full group where everyone sends at the same moment.
+* ``fan-out`` (``python -m bench targets``) — a few senders keep a big group
+  busy at a steady rate: deliveries per second.
 """
 
 import random
@@ -160,6 +162,30 @@ def group_burst(seed: int, size: int = 100, bursts: int = 1, gap_s: float = 4.0)
         plan=plan,
         send_window_s=max(bursts - 1, 0) * gap_s + 1.0,
         params={"size": size, "bursts": bursts, "gap_s": gap_s},
+    )
+
+
+def fan_out(
+    seed: int, senders: int = 16, receivers: int = 100, rate: float = 10.0, window_s: float = 10.0
+) -> Workload:
+    """One group of ``senders + receivers``; the senders take turns sending ``rate``
+    messages a second in all, evenly spaced, so every message reaches everyone else."""
+    rng = random.Random(f"fan-out-{seed}")
+    count = max(1, round(rate * window_s))
+    plan = [
+        PlannedSend(n / rate, n % senders, 0, _text(rng, "update"), f"s{n % senders}-{n}")
+        for n in range(count)
+    ]
+    return Workload(
+        name="fan-out",
+        summary=f"{senders} senders and {receivers} receivers in one group; "
+        f"{rate:g} messages a second for {window_s:g} s",
+        devices=senders + receivers,
+        roles={"senders": senders, "receivers": receivers},
+        conversations=[Conversation("group", list(range(senders + receivers)))],
+        plan=plan,
+        send_window_s=count / rate,
+        params={"senders": senders, "receivers": receivers, "rate": rate, "window_s": window_s},
     )
 
 

@@ -1,0 +1,408 @@
+"""``python -m bench targets``: Parley against its performance bar, measured.
+
+Four scenarios, one after the other, on one Parley in the scaled mode (started
+as for ``compare``, or ``--url``):
+
+  waiting   --waiting devices (5,000) hold long polls while 1:1 chats among them
+            carry --rate messages a second (50): delivery latency and server CPU
+            per delivery; before it, every device holds one long poll and the
+            web processes' memory growth gives the memory per waiting poll
+  fan-out   --senders (16) take turns sending --fan-out-rate messages a second
+            (10) into one group with --receivers (100): deliveries per second
+  empty     --empty-devices (100) short-poll their empty inboxes back to back
+            for --empty-window seconds: empty polls per second per worker
+            process, and the server's own count of database queries meanwhile
+  holding   --hold devices (20,000) each hold one long poll, from
+            --hold-processes client processes (one process may open only so
+            many files): polls held, errors, memory per poll
+
+Every (message, device) delivery is checked as in ``compare``: lost and
+duplicated must be 0. Each target is then read off one run: a percentile or a
+ratio, not a timing to pass or fail on another machine.
+"""
+
+import argparse
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from bench import clients, workloads
+from bench.clients import Api, Device
+from bench.holders import Holders
+from bench.ledger import Ledger
+from bench.measure import Sampler, repo_root
+from bench.run import (
+    HOLD_PROBE_WAIT_S,
+    Context,
+    RunSettings,
+    Strategy,
+    metric_total,
+    metrics_text,
+    run_workload,
+    set_up,
+    waiting_long_polls,
+)
+
+LONG_POLL_S = 25.0  # the server's cap: what a phone behind a proxy would use
+# Devices coming online a second, at most: a first poll costs ~2 ms of server CPU
+# (log-in caches, presence), so this keeps the two cores from a queue of them.
+RAMP_PER_S = 500
+KIB = 1024
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {
+        "waiting": 5000,
+        "rate": 50.0,
+        "window": 20.0,
+        "senders": 16,
+        "receivers": 100,
+        "fan_out_rate": 10.0,
+        "empty_devices": 100,
+        "empty_window": 10.0,
+        "hold": 20_000,
+        "hold_processes": 2,
+    },
+    "quick": {
+        "waiting": 200,
+        "rate": 10.0,
+        "window": 4.0,
+        "senders": 4,
+        "receivers": 20,
+        "fan_out_rate": 5.0,
+        "empty_devices": 20,
+        "empty_window": 3.0,
+        "hold": 1000,
+        "hold_processes": 2,
+    },
+}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "targets",
+        help="measure the performance bar (see bench/README.md)",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    for key, value in PROFILES["default"].items():
+        parser.add_argument(
+            f"--{key.replace('_', '-')}", type=type(value), help=f"default {value:,}"
+        )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--url", help="drive this running Parley instead of starting one")
+    parser.add_argument("--pg-database", help="with --url: this database's backends only")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument(
+        "--results", type=Path, default=repo_root() / "bench" / "results", help="output directory"
+    )
+    parser.add_argument("--publish", action="store_true", help="also write bench/TARGETS.md")
+    return parser
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    profile = PROFILES["quick" if args.quick else "default"]
+    for key, value in profile.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+async def measure_all(url: str, args: argparse.Namespace, sampler: Sampler) -> dict[str, Any]:
+    """Run the four scenarios; returns their raw records."""
+    # Thousands of devices come online over a few seconds (RAMP_PER_S a second),
+    # as after a deploy; that is set-up, not the steady state the bar is about:
+    # CPU is counted from a second before the sends.
+    ramp_s = args.waiting / RAMP_PER_S
+    settings = RunSettings(
+        strategies=[Strategy("long", LONG_POLL_S)],
+        seed=args.seed,
+        ramp_s=ramp_s,
+        lead_s=ramp_s + 3.0,
+        warm_up_s=ramp_s + 2.0,
+        tail_s=2.0,
+        drain_s=LONG_POLL_S + 10,
+        probe_workload="chat",
+        long_poll_cap_s=LONG_POLL_S,
+    )
+    api = Api(url, 2 * max(args.waiting, args.empty_devices) + 100)
+    bar = tqdm(total=4, desc="targets", unit="scenario")
+    context = Context(api, Ledger(), sampler, settings, bar)
+    results: dict[str, Any] = {}
+    try:
+        chat = workloads.chat(
+            args.seed, args.waiting // 2, every_s=args.waiting / args.rate, window_s=args.window
+        )
+        records, probe, _ = await run_workload(context, chat, 0)  # counts on the bar itself
+        results["waiting"] = {"phase": records[0], "probe": probe}
+        fan_out = workloads.fan_out(
+            args.seed, args.senders, args.receivers, args.fan_out_rate, args.window
+        )
+        records, _, _ = await run_workload(context, fan_out, 1)
+        results["fan-out"] = {
+            "phase": records[0],
+            "delivered_per_s": delivered_per_second(context.ledger, "fan-out/long 25s"),
+        }
+        results["empty"] = await empty_polls(context, args.empty_devices, args.empty_window)
+        bar.update()
+        results["holding"] = await hold_many(context, url, args.hold, args.hold_processes, sampler)
+        bar.update()
+    finally:
+        bar.close()
+        await api.close()
+    return results
+
+
+def delivered_per_second(ledger: Ledger, phase: str) -> float:
+    """Deliveries (to members other than the sender) per second, from the first
+    send's start to the last of them."""
+    keys = {key for key, expected in ledger.expected.items() if expected.phase == phase}
+    starts = [ledger.expected[k].started_at for k in keys if ledger.expected[k].started_at]
+    arrivals = [
+        receipt.first_at
+        for (key, device), receipt in ledger.receipts.items()
+        if key in keys and device != ledger.expected[key].sender
+    ]
+    if not starts or not arrivals:
+        return 0.0
+    return len(arrivals) / (max(arrivals) - min(starts))
+
+
+async def empty_polls(context: Context, count: int, window_s: float) -> dict[str, Any]:
+    """Devices with empty inboxes short-poll back to back (each waits for its
+    answer, then asks again); the server counts its own database queries."""
+    api, loop = context.api, asyncio.get_running_loop()
+    idle = workloads.Workload("empty", "idle devices", count, {"devices": count}, [], [], 0.0)
+    devices, _ = await set_up(context, idle)
+    stop = asyncio.Event()
+
+    async def poll_back_to_back(device: Device) -> None:
+        while not stop.is_set():
+            await clients.poll_once(api, device, context.ledger, "0")
+
+    # Long polls of the scenarios before may still run out their time and read
+    # the database as they end: count queries only once none is held.
+    for _ in range(int(LONG_POLL_S + 10)):
+        if not await waiting_long_polls(api):
+            break
+        await asyncio.sleep(1)
+    queries_before = metric_total(await metrics_text(api), "parley_db_query_seconds_count")
+    api.traffic = clients.Traffic()
+    context.sampler.mark()
+    started = loop.time()
+    loops = [asyncio.create_task(poll_back_to_back(d)) for d in devices]
+    await asyncio.sleep(window_s)
+    stop.set()
+    await asyncio.gather(*loops)
+    elapsed = loop.time() - started
+    usage = context.sampler.mark()
+    queries = metric_total(await metrics_text(api), "parley_db_query_seconds_count")
+    traffic = api.traffic
+    return {
+        "devices": count,
+        "window_s": elapsed,
+        "polls": traffic.polls,
+        "empty_polls": traffic.empty_polls,
+        "errors": traffic.errors,
+        "db_queries": queries - queries_before,
+        "polls_per_s": traffic.polls / elapsed,
+        "web_cpu_s": usage["web"].cpu_s,
+        "web_processes": usage["web"].processes,
+        "client_cpu_share": usage["client"].cpu_s / elapsed,
+    }
+
+
+async def hold_many(
+    context: Context, url: str, devices: int, processes: int, sampler: Sampler
+) -> dict[str, Any]:
+    """``devices`` long polls held at once; the web processes' memory growth per poll."""
+    holders = Holders(url, context.tag, devices, processes, ramp_s=devices / RAMP_PER_S)
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.to_thread(holders.set_up)
+        before = sorted(sampler.pss_now("web") for _ in range(3))[1]
+        sampler.mark()
+        started = loop.time()
+        holders.hold()
+        held = 0.0
+        while loop.time() - started < devices / RAMP_PER_S + HOLD_PROBE_WAIT_S and held < devices:
+            await asyncio.sleep(0.5)
+            held = await waiting_long_polls(context.api)
+        established_s = loop.time() - started
+        await asyncio.sleep(1.0)
+        held = await waiting_long_polls(context.api)
+        during = sorted(sampler.pss_now("web") for _ in range(3))[1]
+        usage = sampler.mark()
+        reports = await asyncio.to_thread(holders.release)
+    finally:
+        holders.stop()
+    return {
+        "devices": devices,
+        "processes": processes,
+        "held": held,
+        "established_s": established_s,
+        "web_pss_per_poll_bytes": (during - before) / held if held else None,
+        "web_cpu_s_to_establish": usage["web"].cpu_s,
+        "errors": sum(r.errors for r in reports),
+        "holders": [vars(r) for r in reports],
+    }
+
+
+@dataclass(frozen=True)
+class Target:
+    what: str
+    measured: Callable[[dict[str, Any]], str]
+    met: Callable[[dict[str, Any]], bool]
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _latency(r: dict[str, Any], scenario: str, q: str) -> float:
+    value = r[scenario]["phase"]["latency_s"][q]
+    return float("inf") if value is None else value
+
+
+def _cpu(r: dict[str, Any], scenario: str) -> float:
+    return r[scenario]["phase"]["server_cpu_ms_per_delivery"]
+
+
+def _kib_per_poll(probe: dict[str, Any] | None) -> float:
+    per_poll = (probe or {}).get("web_pss_per_poll_bytes")
+    return float("inf") if per_poll is None else per_poll / KIB
+
+
+def _memory(probe: dict[str, Any] | None) -> str:
+    held = (probe or {}).get("held") or 0
+    return f"{_kib_per_poll(probe):.1f} KiB ({held:,.0f} held)"
+
+
+def _memory_met(probe: dict[str, Any] | None, wanted: int) -> bool:
+    """Met only when measured with every poll held: fewer would flatter it."""
+    return ((probe or {}).get("held") or 0) >= wanted and _kib_per_poll(probe) <= 30
+
+
+def _polls_per_worker(r: dict[str, Any]) -> float:
+    """Empty polls a second per gunicorn worker (the web group less the master)."""
+    return r["empty"]["polls_per_s"] / max(r["empty"]["web_processes"] - 1, 1)
+
+
+def _broken(r: dict[str, Any]) -> int:
+    phases = [r["waiting"]["phase"], r["fan-out"]["phase"]]
+    return sum(
+        p["lost"] + p["duplicates"] + p["seq_gaps"] + p["out_of_order"] + p["cursor_mismatches"]
+        for p in phases
+    )
+
+
+def targets(args: argparse.Namespace) -> list[Target]:
+    waiting = f"{args.waiting:,} waiting, {args.rate:g} msg/s"
+    fan_out = f"{args.senders} senders → {args.receivers} receivers"
+    return [
+        Target(
+            f"long-poll delivery p50 ≤ 5 ms ({waiting})",
+            lambda r: _ms(_latency(r, "waiting", "p50")),
+            lambda r: _latency(r, "waiting", "p50") <= 0.005,
+        ),
+        Target(
+            f"long-poll delivery p99 ≤ 25 ms ({waiting})",
+            lambda r: _ms(_latency(r, "waiting", "p99")),
+            lambda r: _latency(r, "waiting", "p99") <= 0.025,
+        ),
+        Target(
+            f"≤ 2 ms server CPU per delivered message ({waiting})",
+            lambda r: f"{_cpu(r, 'waiting'):.2f} ms",
+            lambda r: _cpu(r, "waiting") <= 2.0,
+        ),
+        Target(
+            f"≥ 1,000 delivered messages/s ({fan_out})",
+            lambda r: f"{r['fan-out']['delivered_per_s']:,.0f}/s",
+            lambda r: r["fan-out"]["delivered_per_s"] >= 1000,
+        ),
+        Target(
+            f"p99 ≤ 100 ms at that rate ({fan_out})",
+            lambda r: _ms(_latency(r, "fan-out", "p99")),
+            lambda r: _latency(r, "fan-out", "p99") <= 0.1,
+        ),
+        Target(
+            f"≤ 2 ms server CPU per delivered message ({fan_out})",
+            lambda r: f"{_cpu(r, 'fan-out'):.2f} ms",
+            lambda r: _cpu(r, "fan-out") <= 2.0,
+        ),
+        Target(
+            f"≤ 30 KiB per waiting long poll ({args.waiting:,} held)",
+            lambda r: _memory(r["waiting"]["probe"]),
+            lambda r: _memory_met(r["waiting"]["probe"], args.waiting),
+        ),
+        Target(
+            f"≤ 30 KiB per waiting long poll ({args.hold:,} held)",
+            lambda r: _memory(r["holding"]),
+            lambda r: _memory_met(r["holding"], args.hold),
+        ),
+        Target(
+            f"{args.hold:,} concurrent waiting long polls without errors",
+            lambda r: f"{r['holding']['held']:,.0f} held, {r['holding']['errors']:,} errors",
+            lambda r: r["holding"]["held"] >= args.hold and r["holding"]["errors"] == 0,
+        ),
+        Target(
+            "an empty short poll costs no database query",
+            lambda r: f"{r['empty']['db_queries']:.0f} queries in {r['empty']['polls']:,} polls",
+            lambda r: r["empty"]["db_queries"] == 0 and r["empty"]["polls"] > 0,
+        ),
+        Target(
+            "≥ 2,000 empty polls/s per worker process",
+            lambda r: f"{_polls_per_worker(r):,.0f}/s",
+            lambda r: _polls_per_worker(r) >= 2000,
+        ),
+        Target(
+            "0 lost, 0 duplicated (every delivery checked)",
+            lambda r: f"{_broken(r)} lost, duplicated, skipped or reordered",
+            lambda r: _broken(r) == 0,
+        ),
+    ]
+
+
+def table(rows: list[tuple[str, str, bool]]) -> str:
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    lines += [
+        f"| {what} | {measured} | {'yes' if met else '**no**'} |" for what, measured, met in rows
+    ]
+    return "\n".join(lines)
+
+
+def evaluate(args: argparse.Namespace, results: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    return [(t.what, t.measured(results), t.met(results)) for t in targets(args)]
+
+
+def write(record: dict[str, Any], rows: list, results_dir: Path, stamp: str, publish: bool) -> Path:
+    """bench/results/targets-<stamp>.json and .md; with ``publish`` also bench/TARGETS.md."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"targets-{stamp}.json").write_text(json.dumps(record, indent=1, default=str))
+    meta = record["meta"]
+    page = "\n".join(
+        [
+            f"# Parley against its performance bar — run {meta['started']}",
+            "",
+            f"Command: `{meta['command']}`  ",
+            f"Machine: {meta['machine_line']}  ",
+            f"Server: {meta['server']}. **Client and server share the cores.**",
+            "",
+            table(rows),
+            "",
+            "Figures from this one run; `bench/README.md` says what limits each.",
+            "",
+        ]
+    )
+    path = results_dir / f"targets-{stamp}.md"
+    path.write_text(page)
+    if publish:
+        (repo_root() / "bench" / "TARGETS.md").write_text(page)
+    return path
