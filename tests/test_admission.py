@@ -4,8 +4,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
-from sqlalchemy.engine import make_url
 
+from tests import services
 from tests.factories import (
     long_poll_in_background,
     message_texts,
@@ -48,8 +48,7 @@ def test_past_its_wait_a_busy_server_answers_503_and_then_recovers(make_app, app
     client = app.test_client()
     ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
     chat = open_direct(client, ann, ben)
-    url = make_url(app_config["DATABASE_URL"]).set(drivername="postgresql")
-    with psycopg.connect(url.render_as_string(hide_password=False)) as locker:
+    with psycopg.connect(services.libpq_url(app_config["DATABASE_URL"])) as locker:
         locker.execute("SELECT 1 FROM conversations WHERE id = %s FOR UPDATE", (chat,))
         with ThreadPoolExecutor(1) as background:
             sending = background.submit(send, app.test_client(), ann, chat, "held up")

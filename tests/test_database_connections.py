@@ -2,8 +2,8 @@
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
+from tests import services
 from tests.factories import open_direct, poll, scaled_only, send, sign_up
 
 pytestmark = scaled_only
@@ -12,8 +12,7 @@ pytestmark = scaled_only
 def drop_every_other_connection(database_url: str) -> int:
     """What a database restart or a proxy's idle timeout does to a pool: every
     connection but this one is closed from the server's side."""
-    url = make_url(database_url).set(drivername="postgresql")
-    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
+    with psycopg.connect(services.libpq_url(database_url), autocommit=True) as conn:
         (dropped,) = conn.execute(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
