@@ -71,7 +71,19 @@ def make_engine(
 ) -> Engine:
     """An engine for ``url``; SQLite gets the settings that make it safe to share."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # One connection per process: every transaction takes SQLite's write lock
+        # (see below), and SQLite waits for that lock in C, which under gevent
+        # stops the whole process, the greenlet holding the lock included, so a
+        # holder that yielded mid-transaction (its teardown wakes the next
+        # request) was never resumed until the 30 s wait failed. The pool's wait
+        # is cooperative; SQLite's own wait is left for other processes.
+        engine = create_engine(
+            url,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=pool_timeout,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
         _serialise_sqlite_writers(engine)
         return engine
     engine = create_engine(
