@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Row, Select, bindparam, case, func, insert, select, update
+from sqlalchemy import Row, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from api.accounts.models import Device, User
@@ -52,25 +52,19 @@ def _cursor_key(device_id: int) -> str:
     return f"{coordinator().prefix}cursor:{device_id}"
 
 
-def _locked_in_id_order(user_ids: Iterable[int]) -> Select:
-    """The users' ids, locking their rows until commit in id order (the one order
-    every writer uses).
+def lock_users(session: Session, user_ids: Iterable[int]) -> None:
+    """Lock these user rows until commit, in id order (the one order every writer uses).
 
     FOR NO KEY UPDATE, not FOR UPDATE: rows other transactions insert (messages,
     devices) take KEY SHARE locks on their user through the foreign key, and FOR
     UPDATE would wait on those: two crossing group sends would deadlock.
     """
-    return (
+    session.execute(
         select(users_table.c.id)
         .where(users_table.c.id.in_(sorted(set(user_ids))))
         .order_by(users_table.c.id)
         .with_for_update(key_share=True)
     )
-
-
-def lock_users(session: Session, user_ids: Iterable[int]) -> None:
-    """Lock these user rows until commit, in id order."""
-    session.execute(_locked_in_id_order(user_ids))
 
 
 def do_append_entries(
@@ -85,11 +79,15 @@ def do_append_entries(
     ids = sorted(set(user_ids))
     if not ids:
         return {}
-    # Lock (in id order, in the subquery) and bump in one round trip.
+    # Lock first, then bump: two statements. Locking in a subquery of the UPDATE
+    # itself saved a round trip but deadlocked now and then (PostgreSQL re-checks
+    # rows that changed while the statement waited, and took a row lock again
+    # behind a transaction already queued for it).
+    lock_users(session, ids)
     heads = dict(
         session.execute(
             update(users_table)
-            .where(users_table.c.id.in_(_locked_in_id_order(ids)))
+            .where(users_table.c.id.in_(ids))
             .values(inbox_seq=users_table.c.inbox_seq + 1)
             .returning(users_table.c.id, users_table.c.inbox_seq)
         ).all()
