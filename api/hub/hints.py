@@ -14,15 +14,16 @@ from api.metrics import redis_timer
 
 log = logging.getLogger(__name__)
 
-# Raise a counter, never lower it: two writers racing leave the larger value.
+# Raise counters, never lower them: two writers racing leave the larger value.
+# KEYS[i] is raised to ARGV[i]; the last ARGV is the time to live.
 _RAISE_TO = """
-local current = tonumber(redis.call('GET', KEYS[1]))
-local wanted = tonumber(ARGV[1])
-if current == nil or current < wanted then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-  return wanted
+local ttl = ARGV[#ARGV]
+for i, key in ipairs(KEYS) do
+  local current = tonumber(redis.call('GET', key))
+  if current == nil or current < tonumber(ARGV[i]) then
+    redis.call('SET', key, ARGV[i], 'EX', ttl)
+  end
 end
-return current
 """
 
 
@@ -78,11 +79,12 @@ class RedisHints:
 
     @redis_timer("hints_raise")
     def raise_to(self, values: dict[str, int], ttl: int) -> None:
+        if not values:
+            return
+        # One script call for all of them: one round trip, where a pipeline of
+        # scripts costs two (redis-py checks SCRIPT EXISTS before every such pipeline).
         try:
-            with self._client.pipeline(transaction=False) as pipe:
-                for key, wanted in values.items():
-                    self._raise_to(keys=[key], args=[wanted, ttl], client=pipe)
-                pipe.execute()
+            self._raise_to(keys=list(values), args=[*values.values(), ttl])
         except redis.RedisError as exc:
             log.warning("hint write failed (it expires by itself): %s", exc)
 
