@@ -98,6 +98,17 @@ def test_polling_makes_a_user_online_and_the_window_turns_them_offline(app, clie
     assert presence_events(client, ben, cursor)[0] == []
 
 
+@scaled_only
+def test_a_poll_is_noted_after_redis_forgot_its_scripts(app, client, pair):
+    """A restarted Redis knows none of the scripts a poll's start runs in one round trip."""
+    ann, ben, _ = pair
+    app.extensions["parley.hub"].client.script_flush()
+
+    poll(client, ann)
+
+    assert presence(client, ben, ann)[0]["online"] is True
+
+
 def test_a_client_re_polling_every_25_s_never_flaps(app, client, clock, pair):
     ann, ben, _ = pair
     poll(client, ann)

@@ -17,6 +17,7 @@ from flask import Flask, current_app
 from api.hub.base import Hub, LocalHub
 from api.hub.hints import LocalHints, RedisHints
 from api.hub.redis_hub import RedisHub
+from api.hub.trip import Trip
 
 REDIS_SOCKET_TIMEOUT_S = 2.0  # a Redis that stops answering must not hang requests
 
@@ -27,6 +28,10 @@ class Coordinator:
     hints: LocalHints | RedisHints
     prefix: str
     client: redis.Redis | None = None
+
+    def trip(self) -> Trip:
+        """A new set of Redis commands to send in one round trip."""
+        return Trip(self.client)
 
 
 def init_coordinator(app: Flask) -> None:

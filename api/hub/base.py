@@ -3,6 +3,7 @@
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+from api.hub.trip import Trip
 from api.hub.waiters import Waiter, WaiterRegistry
 from api.metrics import WAITING
 
@@ -15,13 +16,14 @@ class Hub:
         self.closing = False
 
     @contextmanager
-    def waiting(self, user_id: int, device_id: int) -> Iterator[Waiter]:
-        """Register a waiter (ending this device's older poll anywhere) for the block."""
+    def waiting(self, user_id: int, device_id: int, trip: Trip) -> Iterator[Waiter]:
+        """Register a waiter for the block; it ends this device's older poll here at
+        once, and in other processes once ``trip`` (which carries the news) is sent."""
         waiter = Waiter(user_id, device_id)
         waiter.ended = self.closing
         self.waiters.add(waiter)
         try:
-            self._announce_poll(waiter)
+            self._announce_poll(waiter, trip)
             with WAITING.track_inprogress():
                 yield waiter
         finally:
@@ -32,8 +34,9 @@ class Hub:
         Call after commit."""
         raise NotImplementedError
 
-    def _announce_poll(self, waiter: Waiter) -> None:
-        """Tell other processes that ``waiter`` replaces its device's older poll."""
+    def _announce_poll(self, waiter: Waiter, trip: Trip) -> None:
+        """Tell other processes (in ``trip``) that ``waiter`` replaces its device's
+        older poll."""
 
     def close(self) -> None:
         """Shut down: held polls answer now (empty), so their clients re-poll

@@ -7,9 +7,11 @@ every write may fail without losing anything: callers fall back to a query.
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
+from api.hub.trip import Trip
 from api.metrics import redis_timer
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,11 @@ class LocalHints:
     def get_many(self, keys: list[str]) -> list[str | None]:
         with self._lock:
             return [self._live(key) for key in keys]
+
+    def get_many_then(
+        self, trip: Trip, keys: list[str], then: Callable[[list[str | None]], None]
+    ) -> None:
+        then(self.get_many(keys))
 
     def raise_to(self, values: dict[str, int], ttl: int) -> None:
         expires = time.monotonic() + ttl
@@ -72,10 +79,21 @@ class RedisHints:
     @redis_timer("hints_get")
     def get_many(self, keys: list[str]) -> list[str | None]:
         try:
-            return [v.decode() if v is not None else None for v in self._client.mget(keys)]
+            return _decoded(self._client.mget(keys))
         except redis.RedisError as exc:
             log.warning("hint read failed, falling back to the database: %s", exc)
             return [None] * len(keys)
+
+    def get_many_then(
+        self, trip: Trip, keys: list[str], then: Callable[[list[str | None]], None]
+    ) -> None:
+        """Like ``get_many``, in ``trip``: ``then`` gets the values once it is sent."""
+
+        def failed(exc: redis.RedisError) -> None:
+            log.warning("hint read failed, falling back to the database: %s", exc)
+            then([None] * len(keys))
+
+        trip.add(lambda pipe: pipe.mget(keys), lambda values: then(_decoded(values)), failed)
 
     @redis_timer("hints_raise")
     def raise_to(self, values: dict[str, int], ttl: int) -> None:
@@ -94,3 +112,7 @@ class RedisHints:
             self._client.set(key, value, ex=ttl, nx=only_if_absent)
         except redis.RedisError as exc:
             log.warning("hint write failed: %s", exc)
+
+
+def _decoded(values: list[bytes | None]) -> list[str | None]:
+    return [value.decode() if value is not None else None for value in values]

@@ -26,6 +26,7 @@ import threading
 import redis
 
 from api.hub.base import Hub
+from api.hub.trip import Trip
 from api.hub.waiters import Waiter
 from api.metrics import redis_timer
 
@@ -51,7 +52,7 @@ class RedisHub(Hub):
         if ids:
             self._publish(f"u:{ids}" if except_device is None else f"s:{except_device}:{ids}")
 
-    def _announce_poll(self, waiter: Waiter) -> None:
+    def _announce_poll(self, waiter: Waiter, trip: Trip) -> None:
         if self.closing:
             return
         # Re-checking the inbox before the subscription is live could miss a
@@ -59,15 +60,15 @@ class RedisHub(Hub):
         # for it (the end-of-timeout re-read covers a listener that cannot connect).
         self._ensure_listener()
         self._subscribed.wait(SUBSCRIBE_GRACE_S)
-        self._publish(f"d:{waiter.device_id}:{waiter.started_at!r}")
+        payload = f"d:{waiter.device_id}:{waiter.started_at!r}"
+        trip.add(lambda pipe: pipe.publish(self._channel, payload), _ignored, _not_published)
 
     @redis_timer("publish")
     def _publish(self, payload: str) -> None:
         try:
             self._client.publish(self._channel, payload)
         except redis.RedisError as exc:
-            # The commit stands; waiters find it by their timeout at the latest.
-            log.warning("wake-up not published: %s", exc)
+            _not_published(exc)
 
     def _ensure_listener(self) -> None:
         if self._listener is not None:
@@ -116,6 +117,15 @@ class RedisHub(Hub):
         self._closing.set()
         if self._listener is not None:
             self._listener.join(READ_TIMEOUT_S * 2)
+
+
+def _ignored(_reply: object) -> None:
+    pass
+
+
+def _not_published(exc: redis.RedisError) -> None:
+    # The commit stands; waiters find it by their timeout at the latest.
+    log.warning("wake-up not published: %s", exc)
 
 
 def _close_quietly(pubsub) -> None:

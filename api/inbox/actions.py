@@ -6,15 +6,16 @@ deadlock. The lock is held until commit, so one user's entries commit in
 sequence order: a reader who has seen ``seq <= c`` never later finds a new
 entry at or below ``c``.
 
-A poll (``poll_inbox``) follows the waiter protocol: register the waiter,
-re-check the inbox head, wait, read. The head check uses the cached head, so a
+A poll (``polling`` and ``poll_inbox``) follows the waiter protocol: register
+the waiter, re-check the inbox head, wait, read. The head check uses the cached head, so a
 poll with nothing new costs no database query; the end of a long poll's wait
 re-reads the database itself, so a lost wake-up or a stale cached head delays
 an entry by one timeout at most and never hides it.
 """
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ from api.auth import Auth
 from api.db import db
 from api.errors import ApiError
 from api.hub import coordinator
+from api.hub.trip import Trip
+from api.hub.waiters import Waiter
 from api.inbox.models import InboxEntry
 from api.messages.models import Message
 from api.metrics import WAKE_UP_SECONDS
@@ -266,32 +269,78 @@ def _read_if_new(auth: Auth, after: int, limit: int, known_head: int | None = No
         return read_entries(session, auth.user_id, after, limit)
 
 
-def poll_inbox(auth: Auth, position: Position, after: int, timeout: float, limit: int) -> Batch:
-    """Entries after ``after``, waiting up to ``timeout`` seconds for the first."""
-    if timeout <= 0:
-        return _read_if_new(auth, after, limit, known_head=position.head)
-    hub = coordinator().hub
+class PollStart:
+    """A poll that has begun: its waiter (a long poll's), and the Redis commands of
+    its start, queued on ``trip`` until ``send``."""
+
+    def __init__(self, auth: Auth, trip: Trip, waiter: Waiter | None) -> None:
+        self.auth = auth
+        self.trip = trip
+        self.waiter = waiter
+        self.position = Position(None, None)
+
+    def send(self) -> Position:
+        """Send the start's commands; returns the cached cursor and head they read."""
+        self.trip.send()
+        return self.position
+
+    def _found(self, values: list[str | None]) -> None:
+        cursor, head = values
+        self.position = Position(int(cursor) if cursor else None, int(head) if head else None)
+
+
+@contextmanager
+def polling(auth: Auth, timeout: float) -> Iterator[PollStart]:
+    """Begin a poll (a long one if ``timeout``) for the block.
+
+    A long poll's waiter is registered first, so no wake-up from then on is
+    missed; the head read afterwards is the waiter protocol's re-check. That read
+    (with the cached cursor) and the waiter's announcement to other processes are
+    queued on ``start.trip``; the caller adds its own commands and sends them all
+    in one round trip with ``start.send()``.
+    """
+    coordinating = coordinator()
+    trip = coordinating.trip()
+    waiting = (
+        coordinating.hub.waiting(auth.user_id, auth.device_id, trip)
+        if timeout > 0
+        else nullcontext()
+    )
+    with waiting as waiter:
+        start = PollStart(auth, trip, waiter)
+        keys = [_cursor_key(auth.device_id), _head_key(auth.user_id)]
+        coordinating.hints.get_many_then(trip, keys, start._found)
+        yield start
+
+
+def poll_inbox(start: PollStart, after: int, timeout: float, limit: int) -> Batch:
+    """Entries after ``after``, waiting up to ``timeout`` seconds for the first (the
+    start must have been sent)."""
+    auth, waiter = start.auth, start.waiter
+    known_head = start.position.head
+    if waiter is None:
+        return _read_if_new(auth, after, limit, known_head)
     deadline = time.monotonic() + timeout
     waited = False
-    with hub.waiting(auth.user_id, auth.device_id) as waiter:
-        while True:
-            waiter.arm()
-            batch = _read_if_new(auth, after, limit)
-            if batch.entries and waited:
-                _observe_wake_up(batch)
-            if batch.entries or waiter.ended:
-                return batch
-            db.release()  # hold no connection while waiting, nor a turn to work
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            with stepping_aside():
-                woken = waiter.wait(remaining)
-            if not woken:
-                break
-            waited = True
-            if waiter.ended:
-                return Batch(cursor=after)
+    while True:
+        batch = _read_if_new(auth, after, limit, known_head)
+        if batch.entries and waited:
+            _observe_wake_up(batch)
+        if batch.entries or waiter.ended:
+            return batch
+        db.release()  # hold no connection while waiting, nor a turn to work
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        with stepping_aside():
+            woken = waiter.wait(remaining)
+        if not woken:
+            break
+        waited = True
+        if waiter.ended:
+            return Batch(cursor=after)
+        waiter.arm()  # before the re-check, never after
+        known_head = None
     with db.statements() as session:
         return read_entries(session, auth.user_id, after, limit)
 

@@ -25,19 +25,20 @@ def poll():
     query = load_query(poll_query_schema)
     config = current_app.config
     auth = current_auth()
-    position = actions.read_position(auth)
-    if "after" in query:
-        after = query["after"]
-        _confirm(after, "after", position)
-    else:
-        after = actions.stored_cursor(auth, position)
     timeout = min(query["timeout"], config["LONG_POLL_CAP_S"])
+    with actions.polling(auth, timeout) as start:
+        # A short poll answers at once: noting its start notes its end.
+        note_poll(auth, holds_for=timeout, ended=not timeout, trip=start.trip)
+        position = start.send()
+        if "after" in query:
+            after = query["after"]
+            _confirm(after, "after", position)
+        else:
+            after = actions.stored_cursor(auth, position)
+        limit = query.get("limit", config["INBOX_LIMIT_DEFAULT"])
+        batch = actions.poll_inbox(start, after, timeout, limit)
     if timeout:
-        note_poll(auth, holds_for=timeout, ended=False)
-    batch = actions.poll_inbox(
-        auth, position, after, timeout, limit=query.get("limit", config["INBOX_LIMIT_DEFAULT"])
-    )
-    note_poll(auth, holds_for=0, ended=True)
+        note_poll(auth, holds_for=0, ended=True)
     outcome = "entries" if batch.entries else ("timeout" if timeout else "empty")
     POLLS.labels("long" if timeout else "short", outcome).inc()
     return batch_schema.dump(batch)

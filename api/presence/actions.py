@@ -3,6 +3,7 @@
 import logging
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import redis
@@ -14,6 +15,7 @@ from api.accounts.models import User
 from api.auth import Auth
 from api.conversations.models import DIRECT, Conversation, Membership
 from api.db import db
+from api.hub.trip import Trip
 from api.inbox.actions import do_append_entries, lock_users, notify_inbox
 from api.inbox.models import PRESENCE
 from api.presence.store import LocalPresenceStore, RedisPresenceStore
@@ -44,18 +46,31 @@ def now() -> float:
     return current_app.extensions["parley.clock"]()
 
 
-def note_poll(auth: Auth, holds_for: float, ended: bool) -> None:
+def note_poll(auth: Auth, holds_for: float, ended: bool, trip: Trip | None = None) -> None:
     """Note that this device polls: it counts as online until ``holds_for`` seconds
-    from now plus the window. Called when a long poll starts (not ended) and when
-    any poll answers (ended: also the user's last seen). No database write unless
-    the user just came online."""
+    from now plus the window. Called when a poll starts (a long one: not ended) and
+    when a long poll answers (ended: also the user's last seen). No database write
+    unless the user just came online. With ``trip``, the note goes in it and takes
+    effect once the trip is sent."""
     moment = now()
     deadline = moment + holds_for + current_app.config["PRESENCE_WINDOW_S"]
+    touch = (auth.user_id, auth.device_id, deadline, moment, ended)
+    if trip is not None:
+        _store().touch_then(trip, partial(_noted, auth), _not_noted, *touch)
+        return
     try:
-        if _store().touch(auth.user_id, auth.device_id, deadline, moment, seen=ended):
-            do_sync_presence(db.session, auth.user_id)
+        _noted(auth, _store().touch(*touch))
     except redis.RedisError as exc:
-        log.warning("presence not noted: %s", exc)  # soft state: the poll goes on
+        _not_noted(exc)
+
+
+def _noted(auth: Auth, came_online: bool) -> None:
+    if came_online:
+        do_sync_presence(db.session, auth.user_id)
+
+
+def _not_noted(exc: redis.RedisError) -> None:
+    log.warning("presence not noted: %s", exc)  # soft state: the poll goes on
 
 
 def do_sweep() -> int:

@@ -8,9 +8,13 @@ atomically, so that of several sweepers exactly one sees each user go offline.
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
+from api.hub.trip import Trip
 from api.metrics import redis_timer
 
 # Set one device's deadline; the user's deadline becomes the latest live one.
@@ -43,6 +47,10 @@ return gone
 """
 
 
+OnTouched = Callable[[bool], None]  # whether the user came online
+OnFailed = Callable[[redis.RedisError], None]
+
+
 class LocalPresenceStore:
     """The embedded mode's store: one process sees every poll."""
 
@@ -64,6 +72,9 @@ class LocalPresenceStore:
             came_online = user_id not in self._deadlines
             self._deadlines[user_id] = max(devices.values())
             return came_online
+
+    def touch_then(self, trip: Trip, then: OnTouched, failed: OnFailed, *args: Any) -> None:
+        then(self.touch(*args))
 
     def expire(self, now: float, limit: int) -> list[int]:
         with self._lock:
@@ -95,9 +106,34 @@ class RedisPresenceStore:
 
     @redis_timer("presence_touch")
     def touch(self, user_id: int, device_id: int, deadline: float, now: float, seen: bool) -> bool:
+        keys, args = self._touch_keys_args(user_id, device_id, deadline, now, seen)
+        return bool(self._touch(keys=keys, args=args))
+
+    def touch_then(self, trip: Trip, then: OnTouched, failed: OnFailed, *args: Any) -> None:
+        """``touch(*args)`` in ``trip``: once it is sent, ``then`` gets whether the
+        user came online, or ``failed`` gets the error."""
+        keys, script_args = self._touch_keys_args(*args)
+
+        def retry_unless_lost(exc: redis.RedisError) -> None:
+            if not isinstance(exc, NoScriptError):
+                return failed(exc)
+            try:
+                then(self.touch(*args))  # the ordinary call loads the script
+            except redis.RedisError as again:
+                failed(again)
+
+        trip.add(
+            lambda pipe: pipe.evalsha(self._touch.sha, len(keys), *keys, *script_args),
+            lambda came_online: then(bool(came_online)),
+            retry_unless_lost,
+        )
+
+    def _touch_keys_args(
+        self, user_id: int, device_id: int, deadline: float, now: float, seen: bool
+    ) -> tuple[list[str], list[Any]]:
         keys = [f"{self._prefix}devices:{user_id}", self._deadlines, self._last_seen]
         args = [device_id, deadline, now, user_id, self._device_ttl_s, repr(now) if seen else ""]
-        return bool(self._touch(keys=keys, args=args))
+        return keys, args
 
     @redis_timer("presence_expire")
     def expire(self, now: float, limit: int) -> list[int]:
