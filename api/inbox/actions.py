@@ -7,8 +7,8 @@ sequence order: a reader who has seen ``seq <= c`` never later finds a new
 entry at or below ``c``.
 
 A poll (``polling`` and ``poll_inbox``) follows the waiter protocol: register
-the waiter, re-check the inbox head, wait, read. The head check uses the cached head, so a
-poll with nothing new costs no database query; the end of a long poll's wait
+the waiter, re-check the inbox head, wait, read. The head check uses the cached
+head, so a poll with nothing new costs no database query; the end of a long poll's wait
 re-reads the database itself, so a lost wake-up or a stale cached head delays
 an entry by one timeout at most and never hides it.
 """
@@ -136,13 +136,20 @@ class Position:
     cursor: int | None
     head: int | None
 
+    @classmethod
+    def cached(cls, values: list[str | None]) -> "Position":
+        """From the cached values of ``position_keys``."""
+        cursor, head = values
+        return cls(int(cursor) if cursor else None, int(head) if head else None)
+
+
+def position_keys(auth: Auth) -> list[str]:
+    return [_cursor_key(auth.device_id), _head_key(auth.user_id)]
+
 
 def read_position(auth: Auth) -> Position:
     """The device's cached cursor and its user's cached inbox head, in one round trip."""
-    cursor, head = coordinator().hints.get_many(
-        [_cursor_key(auth.device_id), _head_key(auth.user_id)]
-    )
-    return Position(int(cursor) if cursor else None, int(head) if head else None)
+    return Position.cached(coordinator().hints.get_many(position_keys(auth)))
 
 
 def stored_cursor(auth: Auth, position: Position) -> int:
@@ -285,8 +292,7 @@ class PollStart:
         return self.position
 
     def _found(self, values: list[str | None]) -> None:
-        cursor, head = values
-        self.position = Position(int(cursor) if cursor else None, int(head) if head else None)
+        self.position = Position.cached(values)
 
 
 @contextmanager
@@ -308,8 +314,7 @@ def polling(auth: Auth, timeout: float) -> Iterator[PollStart]:
     )
     with waiting as waiter:
         start = PollStart(auth, trip, waiter)
-        keys = [_cursor_key(auth.device_id), _head_key(auth.user_id)]
-        coordinating.hints.get_many_then(trip, keys, start._found)
+        coordinating.hints.get_many_then(trip, position_keys(auth), start._found)
         yield start
 
 
