@@ -213,7 +213,10 @@ def test_several_sweepers_announce_a_change_once(make_clocked_app, clock):
     assert [(e["user_id"], e["online"]) for e in events] == [(ann.id, False)]
 
 
-@pytest.mark.parametrize("user_ids", ["", "a,b", "1,,x", "0", "-1", ",".join(["1"] * 2) + ",x"])
+@pytest.mark.parametrize(
+    "user_ids",
+    ["", "a,b", "1,,x", "0", "-1", "1,1,x", "2\t", " 2", "+2", "02", "1_000", "1,,2", "1,"],
+)
 def test_bad_presence_queries_are_refused(client, pair, user_ids):
     _, ben, _ = pair
     response = client.get("/v1/presence", query_string={"user_ids": user_ids}, headers=ben.auth)
