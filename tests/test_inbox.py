@@ -161,7 +161,7 @@ def test_a_lost_wake_up_delays_an_entry_but_never_hides_it(app, client, pair, mo
     coordinator = app.extensions["parley.hub"]
     # Neither the doorbell nor the cached head hears of the next send.
     monkeypatch.setattr(coordinator.hub, "notify_users", lambda *_: None)
-    monkeypatch.setattr(coordinator.hints, "raise_to", lambda values, ttl: None)
+    monkeypatch.setattr(coordinator.hints, "raise_to", lambda *_: None)
     waiting = long_poll_in_background(app, ben, timeout=1)
     wait_until_waiting(app)
     send(client, ann, cid, "quietly")

@@ -29,9 +29,9 @@ class Hub:
         finally:
             self.waiters.discard(waiter)
 
-    def notify_users(self, user_ids: Iterable[int], except_device: int | None = None) -> None:
-        """Wake every waiter of these users, in every process, but ``except_device``'s.
-        Call after commit."""
+    def notify_users(self, user_ids: Iterable[int], except_device: int | None, trip: Trip) -> None:
+        """Wake every waiter of these users, in every process, but ``except_device``'s
+        (other processes once ``trip`` is sent). Call after commit."""
         raise NotImplementedError
 
     def _announce_poll(self, waiter: Waiter, trip: Trip) -> None:
@@ -48,5 +48,5 @@ class Hub:
 class LocalHub(Hub):
     """The embedded mode's hub: every waiter lives in this one process."""
 
-    def notify_users(self, user_ids: Iterable[int], except_device: int | None = None) -> None:
+    def notify_users(self, user_ids: Iterable[int], except_device: int | None, trip: Trip) -> None:
         self.waiters.wake_users(user_ids, except_device)

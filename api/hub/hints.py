@@ -10,8 +10,9 @@ import time
 from collections.abc import Callable
 
 import redis
+from redis.exceptions import NoScriptError
 
-from api.hub.trip import Trip
+from api.hub.trip import Trip, ignore_reply
 from api.metrics import redis_timer
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class LocalHints:
     ) -> None:
         then(self.get_many(keys))
 
-    def raise_to(self, values: dict[str, int], ttl: int) -> None:
+    def raise_to(self, values: dict[str, int], ttl: int, trip: Trip | None = None) -> None:
         expires = time.monotonic() + ttl
         with self._lock:
             for key, wanted in values.items():
@@ -95,16 +96,35 @@ class RedisHints:
 
         trip.add(lambda pipe: pipe.mget(keys), lambda values: then(_decoded(values)), failed)
 
-    @redis_timer("hints_raise")
-    def raise_to(self, values: dict[str, int], ttl: int) -> None:
+    def raise_to(self, values: dict[str, int], ttl: int, trip: Trip | None = None) -> None:
+        """Raise these counters (never lower them), now or in ``trip``."""
         if not values:
             return
+        if trip is None:
+            self._raise_now(values, ttl)
+            return
+        keys, args = list(values), [*values.values(), ttl]
+
+        def failed(exc: redis.RedisError) -> None:
+            if isinstance(exc, NoScriptError):
+                self._raise_now(values, ttl)  # the ordinary call loads the script
+            else:
+                _not_raised(exc)
+
+        trip.add(
+            lambda pipe: pipe.evalsha(self._raise_to.sha, len(keys), *keys, *args),
+            ignore_reply,
+            failed,
+        )
+
+    @redis_timer("hints_raise")
+    def _raise_now(self, values: dict[str, int], ttl: int) -> None:
         # One script call for all of them: one round trip, where a pipeline of
         # scripts costs two (redis-py checks SCRIPT EXISTS before every such pipeline).
         try:
             self._raise_to(keys=list(values), args=[*values.values(), ttl])
         except redis.RedisError as exc:
-            log.warning("hint write failed (it expires by itself): %s", exc)
+            _not_raised(exc)
 
     @redis_timer("hints_set")
     def set(self, key: str, value: str, ttl: int, only_if_absent: bool = False) -> None:
@@ -116,3 +136,7 @@ class RedisHints:
 
 def _decoded(values: list[bytes | None]) -> list[str | None]:
     return [value.decode() if value is not None else None for value in values]
+
+
+def _not_raised(exc: redis.RedisError) -> None:
+    log.warning("hint write failed (it expires by itself): %s", exc)

@@ -26,9 +26,8 @@ import threading
 import redis
 
 from api.hub.base import Hub
-from api.hub.trip import Trip
+from api.hub.trip import Trip, ignore_reply
 from api.hub.waiters import Waiter
-from api.metrics import redis_timer
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +46,11 @@ class RedisHub(Hub):
         self._start_lock = threading.Lock()
         self._listener: threading.Thread | None = None
 
-    def notify_users(self, user_ids, except_device: int | None = None) -> None:
+    def notify_users(self, user_ids, except_device: int | None, trip: Trip) -> None:
         ids = ",".join(str(uid) for uid in sorted(set(user_ids)))
         if ids:
-            self._publish(f"u:{ids}" if except_device is None else f"s:{except_device}:{ids}")
+            payload = f"u:{ids}" if except_device is None else f"s:{except_device}:{ids}"
+            self._publish(trip, payload)
 
     def _announce_poll(self, waiter: Waiter, trip: Trip) -> None:
         if self.closing:
@@ -61,14 +61,10 @@ class RedisHub(Hub):
         self._ensure_listener()
         self._subscribed.wait(SUBSCRIBE_GRACE_S)
         payload = f"d:{waiter.device_id}:{waiter.started_at!r}"
-        trip.add(lambda pipe: pipe.publish(self._channel, payload), _ignored, _not_published)
+        self._publish(trip, payload)
 
-    @redis_timer("publish")
-    def _publish(self, payload: str) -> None:
-        try:
-            self._client.publish(self._channel, payload)
-        except redis.RedisError as exc:
-            _not_published(exc)
+    def _publish(self, trip: Trip, payload: str) -> None:
+        trip.add(lambda pipe: pipe.publish(self._channel, payload), ignore_reply, _not_published)
 
     def _ensure_listener(self) -> None:
         if self._listener is not None:
@@ -117,10 +113,6 @@ class RedisHub(Hub):
         self._closing.set()
         if self._listener is not None:
             self._listener.join(READ_TIMEOUT_S * 2)
-
-
-def _ignored(_reply: object) -> None:
-    pass
 
 
 def _not_published(exc: redis.RedisError) -> None:

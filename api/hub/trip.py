@@ -25,6 +25,10 @@ OnReply = Callable[[Any], None]
 OnError = Callable[[redis.RedisError], None]
 
 
+def ignore_reply(_reply: object) -> None:
+    """The handler of a command whose reply does not matter (a publish, a write)."""
+
+
 class Trip:
     """Commands queued for one round trip; ``send`` hands each reply to its handler."""
 

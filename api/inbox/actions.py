@@ -116,11 +116,15 @@ def notify_inbox(heads: dict[int, int], by_device: int | None = None) -> None:
     """After commit: raise the cached heads, then wake the waiters (in that order,
     so a woken waiter always finds the new head). The polls of ``by_device``, which
     made the entries, are not woken: they get them with their next answer."""
-    hub = coordinator()
-    hub.hints.raise_to(
-        {_head_key(uid): seq for uid, seq in heads.items()}, current_app.config["HEAD_CACHE_TTL_S"]
+    coordinating = coordinator()
+    trip = coordinating.trip()  # one round trip; Redis runs its commands in order
+    coordinating.hints.raise_to(
+        {_head_key(uid): seq for uid, seq in heads.items()},
+        current_app.config["HEAD_CACHE_TTL_S"],
+        trip,
     )
-    hub.hub.notify_users(heads, by_device)
+    coordinating.hub.notify_users(heads, by_device, trip)
+    trip.send()
 
 
 def _inbox_head(session: Session, user_id: int) -> int:
