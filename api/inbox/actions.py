@@ -266,13 +266,10 @@ def _entry_view(entry: Row, messages: dict[int, Row]) -> dict[str, Any]:
     }
 
 
-def _read_if_new(auth: Auth, after: int, limit: int, known_head: int | None = None) -> Batch:
-    """Entries after ``after`` if the cached head says there are any (``known_head``
-    saves the round trip when the caller just read it)."""
-    cached_head = known_head
-    if cached_head is None:
-        cached_head = coordinator().hints.get_many([_head_key(auth.user_id)])[0]
-    if cached_head is not None and int(cached_head) <= after:
+def _read_if_new(auth: Auth, after: int, limit: int, cached_head: int | None) -> Batch:
+    """Entries after ``after`` unless the cached head (``None``: not cached) says
+    there are none."""
+    if cached_head is not None and cached_head <= after:
         return Batch(cursor=after)
     with db.statements() as session:
         if cached_head is None and _inbox_head(session, auth.user_id) <= after:
@@ -326,32 +323,25 @@ def poll_inbox(start: PollStart, after: int, timeout: float, limit: int) -> Batc
     """Entries after ``after``, waiting up to ``timeout`` seconds for the first (the
     start must have been sent)."""
     auth, waiter = start.auth, start.waiter
-    known_head = start.position.head
-    if waiter is None:
-        return _read_if_new(auth, after, limit, known_head)
+    batch = _read_if_new(auth, after, limit, start.position.head)
+    if waiter is None or batch.entries or waiter.ended:
+        return batch
     deadline = time.monotonic() + timeout
-    waited = False
     while True:
-        batch = _read_if_new(auth, after, limit, known_head)
-        if batch.entries and waited:
-            _observe_wake_up(batch)
-        if batch.entries or waiter.ended:
-            return batch
         db.release()  # hold no connection while waiting, nor a turn to work
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
         with stepping_aside():
-            woken = waiter.wait(remaining)
-        if not woken:
-            break
-        waited = True
+            woken = waiter.wait(max(0.0, deadline - time.monotonic()))
         if waiter.ended:
             return Batch(cursor=after)
-        waiter.arm()  # before the re-check, never after
-        known_head = None
-    with db.statements() as session:
-        return read_entries(session, auth.user_id, after, limit)
+        waiter.arm()  # before the re-read, never after
+        # Straight to the database: a wake-up means news, and after a timeout it
+        # is what makes a lost wake-up or a stale cached head cost one timeout at most.
+        with db.statements() as session:
+            batch = read_entries(session, auth.user_id, after, limit)
+        if batch.entries and woken:
+            _observe_wake_up(batch)
+        if batch.entries or not woken:
+            return batch
 
 
 def _observe_wake_up(batch: Batch) -> None:
