@@ -113,11 +113,12 @@ def do_append_entries(
 
 
 def notify_inbox(heads: dict[int, int], by_device: int | None = None) -> None:
-    """After commit: raise the cached heads, then wake the waiters (in that order,
-    so a woken waiter always finds the new head). The polls of ``by_device``, which
-    made the entries, are not woken: they get them with their next answer."""
+    """After commit: raise the cached heads, then wake the waiters, in one round
+    trip (Redis runs it in that order, so a poll that starts meanwhile and misses
+    the wake-up finds the new head). The polls of ``by_device``, which made the
+    entries, are not woken: they get them with their next answer."""
     coordinating = coordinator()
-    trip = coordinating.trip()  # one round trip; Redis runs its commands in order
+    trip = coordinating.trip()
     coordinating.hints.raise_to(
         {_head_key(uid): seq for uid, seq in heads.items()},
         current_app.config["HEAD_CACHE_TTL_S"],
