@@ -114,7 +114,7 @@ class RedisPresenceStore:
         user came online, or ``failed`` gets the error."""
         keys, script_args = self._touch_keys_args(*args)
 
-        def retry_unless_lost(exc: redis.RedisError) -> None:
+        def load_and_retry(exc: redis.RedisError) -> None:
             if not isinstance(exc, NoScriptError):
                 return failed(exc)
             try:
@@ -125,7 +125,7 @@ class RedisPresenceStore:
         trip.add(
             lambda pipe: pipe.evalsha(self._touch.sha, len(keys), *keys, *script_args),
             lambda came_online: then(bool(came_online)),
-            retry_unless_lost,
+            load_and_retry,
         )
 
     def _touch_keys_args(
