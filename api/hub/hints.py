@@ -10,9 +10,8 @@ import time
 from collections.abc import Callable
 
 import redis
-from redis.exceptions import NoScriptError
 
-from api.hub.trip import Trip, ignore_reply
+from api.hub.trip import Trip, ignore_reply, queue_script
 from api.metrics import redis_timer
 
 log = logging.getLogger(__name__)
@@ -104,17 +103,8 @@ class RedisHints:
             self._raise_now(values, ttl)
             return
         keys, args = list(values), [*values.values(), ttl]
-
-        def failed(exc: redis.RedisError) -> None:
-            if isinstance(exc, NoScriptError):
-                self._raise_now(values, ttl)  # the ordinary call loads the script
-            else:
-                _not_raised(exc)
-
         trip.add(
-            lambda pipe: pipe.evalsha(self._raise_to.sha, len(keys), *keys, *args),
-            ignore_reply,
-            failed,
+            lambda pipe: queue_script(pipe, self._raise_to, keys, args), ignore_reply, _not_raised
         )
 
     @redis_timer("hints_raise")

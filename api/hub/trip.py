@@ -7,10 +7,12 @@ reply and with a failure (every one of them has a fallback), and ``send`` makes
 one round trip for all. In the embedded mode the stores live in the process:
 they answer at once and queue nothing.
 
-Scripts are queued as plain EVALSHA: a redis-py pipeline holding ``Script``
-objects sends SCRIPT EXISTS first, a second round trip every time. A script
-Redis does not know (after a restart) fails with ``NoScriptError``; the
-feature's error handler runs it the ordinary way, which loads it.
+Scripts go in with their source (``queue_script``): a redis-py pipeline holding
+``Script`` objects sends SCRIPT EXISTS first, a second round trip every time,
+and an EVALSHA that a restarted Redis no longer knows would fail inside the
+pipeline, after the commands queued behind it had run (a wake-up published
+before the head it announces was raised). Redis caches a script it is sent
+by its digest, so the source costs bytes, not compiling.
 """
 
 from collections.abc import Callable
@@ -18,11 +20,17 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
+from redis.commands.core import Script
 
 from api.metrics import redis_timer
 
 OnReply = Callable[[Any], None]
 OnError = Callable[[redis.RedisError], None]
+
+
+def queue_script(pipe: Pipeline, script: Script, keys: list[str], args: list[Any]) -> None:
+    """Queue ``script`` on ``pipe`` by its source (see the module's docstring)."""
+    pipe.eval(script.script, len(keys), *keys, *args)
 
 
 def ignore_reply(_reply: object) -> None:

@@ -12,9 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from redis.exceptions import NoScriptError
 
-from api.hub.trip import Trip
+from api.hub.trip import Trip, queue_script
 from api.metrics import redis_timer
 
 # Set one device's deadline; the user's deadline becomes the latest live one.
@@ -113,19 +112,10 @@ class RedisPresenceStore:
         """``touch(*args)`` in ``trip``: once it is sent, ``then`` gets whether the
         user came online, or ``failed`` gets the error."""
         keys, script_args = self._touch_keys_args(*args)
-
-        def load_and_retry(exc: redis.RedisError) -> None:
-            if not isinstance(exc, NoScriptError):
-                return failed(exc)
-            try:
-                then(self.touch(*args))  # the ordinary call loads the script
-            except redis.RedisError as again:
-                failed(again)
-
         trip.add(
-            lambda pipe: pipe.evalsha(self._touch.sha, len(keys), *keys, *script_args),
+            lambda pipe: queue_script(pipe, self._touch, keys, script_args),
             lambda came_online: then(bool(came_online)),
-            load_and_retry,
+            failed,
         )
 
     def _touch_keys_args(
