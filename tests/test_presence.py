@@ -5,10 +5,12 @@ worker would run them.
 """
 
 import pytest
+import redis
 
 from tests.factories import (
     create_group,
     long_poll_in_background,
+    message_texts,
     of_type,
     open_direct,
     poll,
@@ -107,6 +109,25 @@ def test_a_poll_is_noted_after_redis_forgot_its_scripts(app, client, pair):
     poll(client, ann)
 
     assert presence(client, ben, ann)[0]["online"] is True
+
+
+@scaled_only
+def test_a_poll_answers_when_redis_fails_while_announcing_it(app, client, pair, monkeypatch):
+    """Coming online is announced after the poll is noted; a Redis failure then
+    costs the announcement, not the poll."""
+    ann, ben, cid = pair
+    store = app.extensions["parley.presence"]
+
+    def unreachable(*_args):
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(store, "states", unreachable)
+    answer = client.get("/v1/inbox", headers=ann.auth)  # ann comes online
+    assert answer.status_code == 200, answer.get_json()
+    monkeypatch.undo()
+
+    assert send(client, ben, cid, "still works").status_code == 201
+    assert message_texts(poll(client, ann)) == ["still works"]
 
 
 def test_a_client_re_polling_every_25_s_never_flaps(app, client, clock, pair):

@@ -59,14 +59,20 @@ def note_poll(auth: Auth, holds_for: float, ended: bool, trip: Trip | None = Non
         _store().touch_then(trip, partial(_noted, auth), _not_noted, *touch)
         return
     try:
-        _noted(auth, _store().touch(*touch))
+        came_online = _store().touch(*touch)
     except redis.RedisError as exc:
         _not_noted(exc)
+    else:
+        _noted(auth, came_online)
 
 
 def _noted(auth: Auth, came_online: bool) -> None:
     if came_online:
-        do_sync_presence(db.session, auth.user_id)
+        try:
+            do_sync_presence(db.session, auth.user_id)
+        except redis.RedisError as exc:
+            db.session.rollback()  # and its locks: the poll goes on
+            _not_noted(exc)
 
 
 def _not_noted(exc: redis.RedisError) -> None:
