@@ -6,7 +6,6 @@ no Redis. Going offline shows within seconds: a held poll counts as online until
 it ends, so polls are held for 2 s at most, and presence has a 2 s window.
 """
 
-import shutil
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,8 +13,7 @@ from playwright.sync_api import Browser, sync_playwright
 
 from tests.browser.chat_page import ChatPage
 from tests.browser.chromium import LAUNCH_ARGS, chromium_executable
-from tests.scaled.servers import Instance
-from tests.services import TEST_SETTINGS
+from tests.scaled.servers import Instance, embedded_instance
 
 QUICK_PRESENCE = {
     "LONG_POLL_CAP_S": "2",
@@ -26,22 +24,10 @@ QUICK_PRESENCE = {
 
 @pytest.fixture(scope="module")
 def server(sqlite_template, tmp_path_factory) -> Iterator[Instance]:
-    run_dir = tmp_path_factory.mktemp("web")
-    database = run_dir / "parley.db"
-    shutil.copy(sqlite_template, database)
-    instance = Instance.start(
-        "web",
-        run_dir,
-        DATABASE_URL=f"sqlite:///{database}",
-        WEB_CONCURRENCY="1",
-        **{key: str(value) for key, value in TEST_SETTINGS.items()},
-        **QUICK_PRESENCE,
-    )
-    try:
-        instance.wait_until_ready()
+    with embedded_instance(
+        "web", sqlite_template, tmp_path_factory.mktemp("web"), **QUICK_PRESENCE
+    ) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture(scope="module")

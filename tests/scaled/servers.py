@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import requests
 
 from api.config import DEFAULTS
-from tests.services import apt_install, require
+from tests.services import TEST_SETTINGS, apt_install, require
 
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = [str(ROOT / ".venv/bin/gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"]
@@ -144,6 +145,29 @@ backend instances
 {servers}
 """
 SERVED_BY_HEADER = "X-Served-By"
+
+
+@contextlib.contextmanager
+def embedded_instance(
+    name: str, sqlite_template: str, run_dir: Path, **settings: str
+) -> Iterator[Instance]:
+    """What ``make run`` serves (one gevent worker, a SQLite file, no Redis), on a
+    copy of the suite's migrated database; ready for the block, stopped after it."""
+    database = run_dir / "parley.db"
+    shutil.copy(sqlite_template, database)
+    instance = Instance.start(
+        name,
+        run_dir,
+        DATABASE_URL=f"sqlite:///{database}",
+        WEB_CONCURRENCY="1",
+        **{key: str(value) for key, value in TEST_SETTINGS.items()},
+        **settings,
+    )
+    try:
+        instance.wait_until_ready()
+        yield instance
+    finally:
+        instance.stop()
 
 
 def haproxy_binary() -> str:

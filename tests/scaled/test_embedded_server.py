@@ -1,7 +1,6 @@
 """The embedded mode as ``make run`` serves it (one gevent worker, SQLite, no Redis)
 with several people sending and long-polling at once."""
 
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,8 +8,7 @@ import pytest
 
 from tests.factories import open_direct, poll, send, sign_up
 from tests.scaled.client import ApiClient
-from tests.scaled.servers import Instance
-from tests.services import TEST_SETTINGS
+from tests.scaled.servers import embedded_instance
 
 pytestmark = pytest.mark.scaled
 
@@ -21,17 +19,8 @@ RECEIVE_BOUND_S = 30
 
 @pytest.fixture
 def embedded(sqlite_template, tmp_path):
-    database = tmp_path / "parley.db"
-    shutil.copy(sqlite_template, database)
-    settings = {key: str(value) for key, value in TEST_SETTINGS.items()}
-    server = Instance.start(
-        "embedded", tmp_path, DATABASE_URL=f"sqlite:///{database}", WEB_CONCURRENCY="1", **settings
-    )
-    try:
-        server.wait_until_ready()
-        yield server
-    finally:
-        server.stop()
+    with embedded_instance("embedded", sqlite_template, tmp_path) as instance:
+        yield instance
 
 
 def test_people_sending_and_polling_at_once_are_all_answered(embedded):
