@@ -19,6 +19,7 @@ from api.accounts.models import Device
 from api.db import db
 from api.errors import ApiError
 from api.hub import coordinator
+from api.hub.trip import Trip
 
 REVOKED = "revoked"
 
@@ -53,8 +54,7 @@ def authenticate() -> Auth:
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("Send 'Authorization: Bearer <token>' from POST /v1/sessions.")
     token_hash = hash_token(token.strip())
-    hints = coordinator().hints
-    cached = hints.get_many([_token_key(token_hash)])[0]
+    cached = coordinator().hints.get_many([_token_key(token_hash)])[0]
     if cached == REVOKED:
         raise _unauthorized("This token was revoked; log in again.")
     if cached:
@@ -66,13 +66,21 @@ def authenticate() -> Auth:
         ).first()
     if row is None:
         raise _unauthorized("Unknown or revoked token; log in again.")
-    hints.set(
-        _token_key(token_hash),
-        f"{row.id}:{row.user_id}",
+    auth = Auth(row.id, row.user_id, token_hash)
+    remember_token(auth)
+    return auth
+
+
+def remember_token(auth: Auth, trip: Trip | None = None) -> None:
+    """Cache whose token this is (now or in ``trip``), unless a logout's tombstone
+    or another request got there first."""
+    coordinator().hints.set(
+        _token_key(auth.token_hash),
+        f"{auth.device_id}:{auth.user_id}",
         current_app.config["TOKEN_CACHE_TTL_S"],
         only_if_absent=True,
+        trip=trip,
     )
-    return Auth(row.id, row.user_id, token_hash)
 
 
 def revoke_cached_token(token_hash: str) -> None:

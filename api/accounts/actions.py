@@ -11,8 +11,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.accounts.models import Device, User
-from api.auth import Auth, new_token, revoke_cached_token
+from api.auth import Auth, new_token, remember_token, revoke_cached_token
 from api.errors import ApiError
+from api.hub import coordinator
+from api.inbox.actions import remember_cursor, remember_head
 from api.presence.actions import do_sync_presence
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,19 @@ def do_log_in(
     )
     session.add(device)
     session.commit()
+    _remember_device(Auth(device.id, user.id, token_hash), device.cursor, user.inbox_seq)
     return device, token, user
+
+
+def _remember_device(auth: Auth, cursor: int, head: int) -> None:
+    """Cache the new token, its cursor and the inbox head in one round trip, so
+    that the device's first poll (often right after the log-in) costs what any
+    other does: no database query when nothing is new."""
+    trip = coordinator().trip()
+    remember_token(auth, trip)
+    remember_cursor(auth, cursor, trip)
+    remember_head(auth.user_id, head, trip)
+    trip.send()
 
 
 def _password_matches(user: User | None, password: str) -> bool:

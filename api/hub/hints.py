@@ -53,7 +53,14 @@ class LocalHints:
                 if current is None or int(current) < wanted:
                     self._values[key] = (str(wanted), expires)
 
-    def set(self, key: str, value: str, ttl: int, only_if_absent: bool = False) -> None:
+    def set(
+        self,
+        key: str,
+        value: str,
+        ttl: int,
+        only_if_absent: bool = False,
+        trip: Trip | None = None,
+    ) -> None:
         with self._lock:
             if only_if_absent and self._live(key) is not None:
                 return
@@ -116,16 +123,38 @@ class RedisHints:
         except redis.RedisError as exc:
             _not_raised(exc)
 
+    def set(
+        self,
+        key: str,
+        value: str,
+        ttl: int,
+        only_if_absent: bool = False,
+        trip: Trip | None = None,
+    ) -> None:
+        """Set a hint (only where absent, if asked), now or in ``trip``."""
+        if trip is None:
+            self._set_now(key, value, ttl, only_if_absent)
+            return
+        trip.add(
+            lambda pipe: pipe.set(key, value, ex=ttl, nx=only_if_absent),
+            ignore_reply,
+            _not_set,
+        )
+
     @redis_timer("hints_set")
-    def set(self, key: str, value: str, ttl: int, only_if_absent: bool = False) -> None:
+    def _set_now(self, key: str, value: str, ttl: int, only_if_absent: bool) -> None:
         try:
             self._client.set(key, value, ex=ttl, nx=only_if_absent)
         except redis.RedisError as exc:
-            log.warning("hint write failed: %s", exc)
+            _not_set(exc)
 
 
 def _decoded(values: list[bytes | None]) -> list[str | None]:
     return [value.decode() if value is not None else None for value in values]
+
+
+def _not_set(exc: redis.RedisError) -> None:
+    log.warning("hint write failed: %s", exc)
 
 
 def _not_raised(exc: redis.RedisError) -> None:

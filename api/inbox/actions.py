@@ -130,8 +130,15 @@ def notify_inbox(heads: dict[int, int], by_device: int | None = None) -> None:
 
 def _inbox_head(session: Session, user_id: int) -> int:
     head = session.scalar(select(User.inbox_seq).where(User.id == user_id)) or 0
-    coordinator().hints.raise_to({_head_key(user_id): head}, current_app.config["HEAD_CACHE_TTL_S"])
+    remember_head(user_id, head)
     return head
+
+
+def remember_head(user_id: int, head: int, trip: Trip | None = None) -> None:
+    """Cache a head read from the database (now or in ``trip``); it only moves forward."""
+    coordinator().hints.raise_to(
+        {_head_key(user_id): head}, current_app.config["HEAD_CACHE_TTL_S"], trip
+    )
 
 
 @dataclass(frozen=True)
@@ -162,10 +169,15 @@ def stored_cursor(auth: Auth, position: Position) -> int:
         return position.cursor
     with db.statements() as session:
         cursor = session.scalar(select(Device.cursor).where(Device.id == auth.device_id)) or 0
-    coordinator().hints.raise_to(
-        {_cursor_key(auth.device_id): cursor}, current_app.config["HEAD_CACHE_TTL_S"]
-    )
+    remember_cursor(auth, cursor)
     return cursor
+
+
+def remember_cursor(auth: Auth, cursor: int, trip: Trip | None = None) -> None:
+    """Cache the device's confirmed cursor (now or in ``trip``); it only moves forward."""
+    coordinator().hints.raise_to(
+        {_cursor_key(auth.device_id): cursor}, current_app.config["HEAD_CACHE_TTL_S"], trip
+    )
 
 
 class CursorOutOfRange(ValueError):
@@ -191,9 +203,7 @@ def do_confirm(auth: Auth, seq: int, position: Position) -> int:
             .returning(Device.cursor)
         )
         session.commit()
-    coordinator().hints.raise_to(
-        {_cursor_key(auth.device_id): cursor}, current_app.config["HEAD_CACHE_TTL_S"]
-    )
+    remember_cursor(auth, cursor)
     return cursor
 
 
