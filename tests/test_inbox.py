@@ -94,6 +94,19 @@ def test_batches_are_bounded_by_size(make_app):
     assert sizes == [2, 2]
 
 
+def test_a_message_longer_than_the_batch_budget_comes_whole_and_alone(make_app):
+    client = make_app(INBOX_BATCH_MAX_CHARS=1_000).test_client()
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    cid = open_direct(client, ann, ben)
+    texts = ["a" * 3_000, "b" * 3_000]
+    for text in texts:
+        send(client, ann, cid, text)
+    first = poll(client, ben, after=0)
+    second = poll(client, ben, after=first["cursor"])
+    assert message_texts(first) == texts[:1] and first["has_more"] is True
+    assert message_texts(second) == texts[1:] and second["has_more"] is False
+
+
 def test_a_long_poll_is_woken_by_a_send(app, client, pair):
     ann, ben, cid = pair
     waiting = long_poll_in_background(app, ben, timeout=20)

@@ -207,14 +207,30 @@ def do_confirm(auth: Auth, seq: int, position: Position) -> int:
     return cursor
 
 
-# The poll's read, built once (its statements run thousands of times a second,
-# and building and caching an ORM query cost more than the round trip). The
-# user row always matches, so even an answer with no entries brings the floor.
+# The poll's read: one statement, built once (it runs thousands of times a
+# second, and building and caching an ORM query cost more than the round trip).
+# The user row always matches, so even an answer with no entries brings the
+# floor. Each entry comes with the running total of message text up to it, and
+# with its message's text only while that total stays within the batch budget
+# (or for the batch's first text): no text travels that the answer will not carry.
+_text_length = func.coalesce(func.length(messages_table.c.text), 0)
+_chars_through = func.sum(_text_length).over(order_by=inbox_table.c.seq, rows=(None, 0))
 _ENTRIES_AFTER = (
     select(
         users_table.c.inbox_floor,
         inbox_table,
-        func.coalesce(func.length(messages_table.c.text), 0).label("text_length"),
+        _text_length.label("text_length"),
+        _chars_through.label("chars_through"),
+        messages_table.c.sender_id,
+        messages_table.c.seq.label("message_seq"),
+        messages_table.c.client_msg_id,
+        messages_table.c.created_at.label("message_created_at"),
+        case(
+            (
+                (_chars_through <= bindparam("budget")) | (_chars_through == _text_length),
+                messages_table.c.text,
+            ),
+        ).label("text"),
     )
     .select_from(
         users_table.outerjoin(
@@ -226,7 +242,6 @@ _ENTRIES_AFTER = (
     .order_by(inbox_table.c.seq)
     .limit(bindparam("limit"))
 )
-_MESSAGES = select(messages_table).where(messages_table.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def read_entries(session: Session, user_id: int, after: int, limit: int) -> Batch:
@@ -234,23 +249,17 @@ def read_entries(session: Session, user_id: int, after: int, limit: int) -> Batc
     budget (always at least one entry, so a client always makes progress)."""
     budget = current_app.config["INBOX_BATCH_MAX_CHARS"]
     rows = session.execute(
-        _ENTRIES_AFTER, {"user_id": user_id, "after": after, "limit": limit + 1}
+        _ENTRIES_AFTER, {"user_id": user_id, "after": after, "limit": limit + 1, "budget": budget}
     ).all()
     floor = rows[0].inbox_floor if rows else 0
     found = [row for row in rows if row.seq is not None]
     if (found and found[0].seq > after + 1) or (not found and after < floor):
         raise _pruned(floor)
-    chosen: list[Row] = []
-    spent = 0
-    for entry in found[:limit]:
-        if chosen and spent + entry.text_length > budget:
-            break
-        chosen.append(entry)
-        spent += entry.text_length
-    ids = [entry.message_id for entry in chosen if entry.message_id]
-    messages = {m.id: m for m in session.execute(_MESSAGES, {"ids": ids})} if ids else {}
+    chosen = [
+        entry for n, entry in enumerate(found[:limit]) if n == 0 or entry.chars_through <= budget
+    ]
     return Batch(
-        entries=[_entry_view(entry, messages) for entry in chosen],
+        entries=[_entry_view(entry) for entry in chosen],
         cursor=chosen[-1].seq if chosen else after,
         has_more=len(chosen) < len(found),
     )
@@ -266,14 +275,26 @@ def _pruned(floor: int) -> ApiError:
     )
 
 
-def _entry_view(entry: Row, messages: dict[int, Row]) -> dict[str, Any]:
+def _entry_view(entry: Row) -> dict[str, Any]:
     return {
         "seq": entry.seq,
         "type": entry.type,
         "conversation_id": entry.conversation_id,
         "created_at": entry.created_at,
-        "message": messages.get(entry.message_id) if entry.message_id else None,
+        "message": _message_view(entry) if entry.message_id else None,
         **(entry.payload or {}),
+    }
+
+
+def _message_view(entry: Row) -> dict[str, Any]:
+    return {
+        "id": entry.message_id,
+        "conversation_id": entry.conversation_id,
+        "sender_id": entry.sender_id,
+        "seq": entry.message_seq,
+        "text": entry.text,
+        "client_msg_id": entry.client_msg_id,
+        "created_at": entry.message_created_at,
     }
 
 

@@ -85,7 +85,7 @@ def test_connections_killed_under_a_poll_cost_at_most_a_retry(topology):
         with ThreadPoolExecutor(1) as background, resilient_client(client.base_url) as retrying:
             pause_redis_writes(topology, REDIS_PAUSE_S)
             answer = background.submit(attempt, retrying.get, "/v1/inbox", **bens_poll)
-            killed = kill_connections_that_read_messages(topology)
+            killed = kill_connections_that_read_inboxes(topology)
             made = answer.result(REDIS_PAUSE_S + HANG_BOUND_S)
             after = [
                 *retried(send, retrying, ann, chat, "third", client_msg_id="third"),
@@ -100,7 +100,7 @@ def test_connections_killed_under_a_poll_cost_at_most_a_retry(topology):
             "later requests answered 503": sum(a.status == 503 for a in after),
         },
     )
-    assert killed, "no connection that read messages was caught: the test proved nothing"
+    assert killed, "no connection that read an inbox was caught: the test proved nothing"
     assert made.status in (200, 503), made
     assert made.status == 503 or message_texts(made.body) == ["second"]
     assert all(a.status in (201, 200, 503) for a in after), after
@@ -112,17 +112,18 @@ def pause_redis_writes(topology, seconds: float) -> None:
         client.execute_command("CLIENT", "PAUSE", int(seconds * 1000), "WRITE")
 
 
-def kill_connections_that_read_messages(topology) -> int:
-    """Terminate the idle connections whose last query read messages (the poll's
-    among them, whether inside a transaction or back in the pool); returns how many
-    (once there are some, or 0 when none came within the Redis pause)."""
+def kill_connections_that_read_inboxes(topology) -> int:
+    """Terminate the idle connections whose last query was a poll's read of an
+    inbox (the poll's among them, whether inside a transaction or back in the
+    pool); returns how many (once there are some, or 0 when none came within the
+    Redis pause)."""
     deadline = time.monotonic() + REDIS_PAUSE_S
     with psycopg.connect(topology.postgres.libpq_url(), autocommit=True) as conn:
         while time.monotonic() < deadline:
             (killed,) = conn.execute(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
                 " WHERE state IN ('idle', 'idle in transaction')"
-                " AND query LIKE 'SELECT messages.%' AND pid <> pg_backend_pid()"
+                " AND query LIKE 'SELECT users.inbox_floor,%' AND pid <> pg_backend_pid()"
             ).fetchone()
             if killed:
                 return killed
