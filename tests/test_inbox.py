@@ -1,5 +1,7 @@
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import redis
 
@@ -191,25 +193,45 @@ def test_group_membership_changes_reach_every_member(client):
     assert [e["user_ids"] for e in of_type(poll(client, cat), "member_joined")] == [[cat.id]]
 
 
-def test_an_empty_short_poll_costs_no_database_query(app, client):
-    """Not even a new device's first: the log-in caches its token, its cursor and
-    the inbox head. (Coming online is written down: Ben's phone did that.)"""
+@contextmanager
+def database_queries(app) -> Iterator[list[str]]:
+    """The statements sent to the database while the block runs."""
     from sqlalchemy import event
 
     from api.db import db
 
-    poll(client, sign_up(client, "ben"))
-    ben = log_in(client, "ben", device_name="tablet")
-    queries = []
+    queries: list[str] = []
     engine = db.engine(app)
     listener = lambda *args: queries.append(args[2])  # noqa: E731
     event.listen(engine, "before_cursor_execute", listener)
     try:
+        yield queries
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+
+
+def test_an_empty_short_poll_costs_no_database_query(app, client):
+    """Not even a new device's first: the log-in caches its token, its cursor and
+    the inbox head. (Coming online is written down: Ben's phone did that.)"""
+    poll(client, sign_up(client, "ben"))
+    ben = log_in(client, "ben", device_name="tablet")
+    with database_queries(app) as queries:
         for _ in range(3):
             assert poll(client, ben, after=0)["entries"] == []
             assert poll(client, ben)["entries"] == []
-    finally:
-        event.remove(engine, "before_cursor_execute", listener)
+    assert queries == []
+
+
+@scaled_only
+def test_polling_from_zero_writes_no_cursor_even_when_none_is_cached(app, client):
+    """after=0 confirms nothing, so a device whose cached cursor has expired reads
+    from the start without a database write."""
+    poll(client, sign_up(client, "ben"))
+    ben = log_in(client, "ben", device_name="tablet")
+    coordinator = app.extensions["parley.hub"]
+    coordinator.client.delete(f"{coordinator.prefix}cursor:{ben.device_id}")
+    with database_queries(app) as queries:
+        assert poll(client, ben, after=0)["entries"] == []
     assert queries == []
 
 

@@ -32,7 +32,8 @@ def poll():
         position = start.send()
         if "after" in query:
             after = query["after"]
-            _confirm(after, "after", position)
+            if after:  # confirming 0 confirms nothing (cursors only move forward)
+                _confirm(after, "after", position)
         else:
             after = actions.stored_cursor(auth, position)
         limit = query.get("limit", config["INBOX_LIMIT_DEFAULT"])
