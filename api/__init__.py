@@ -25,6 +25,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from api.accounts.actions import init_password_hasher
     from api.accounts.views import bp as accounts_bp
     from api.admission import init_admission
+    from api.auth import init_auth
     from api.conversations.views import bp as conversations_bp
     from api.db import db
     from api.errors import register_error_handlers
@@ -42,6 +43,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.url_map.converters["id"] = IdConverter
     db.init_app(app)
     init_coordinator(app)
+    init_auth(app)
     init_presence(app, app.extensions["parley.hub"].client)
     init_password_hasher(app)
     init_http(app)

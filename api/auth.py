@@ -5,6 +5,11 @@ hash is enough; passwords get Argon2). Lookups go through the token hint so
 that a poll with nothing new needs no database query. A logout writes a
 "revoked" tombstone over the hint: a request that read the device just before
 the logout cannot put it back (hints are filled only where absent).
+
+A poll saves even that round trip: each process remembers whose tokens it
+verified, and a poll by a remembered token goes ahead on a claim that its
+start's Redis trip confirms (``TokenClaim``). The memory is never trusted on
+its own, so a logout anywhere is refused everywhere at once.
 """
 
 import hashlib
@@ -12,7 +17,8 @@ import secrets
 from dataclasses import dataclass
 from functools import wraps
 
-from flask import current_app, g, request
+from cachetools import LRUCache
+from flask import Flask, current_app, g, request
 from sqlalchemy import select
 
 from api.accounts.models import Device
@@ -22,6 +28,7 @@ from api.hub import coordinator
 from api.hub.trip import Trip
 
 REVOKED = "revoked"
+REMEMBERED_TOKENS_MAX = 50_000  # per process; ~250 bytes each
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,27 @@ class Auth:
     device_id: int
     user_id: int
     token_hash: str
+
+
+@dataclass
+class TokenClaim:
+    """That a token still belongs to the device this process verified it for.
+
+    Confirmed in Redis, in the same trip as the poll's other commands: the cached
+    token entry must still read ``value`` (a logout overwrites it, an expiry
+    drops it). Until ``confirmed``, nothing may be done on the device's behalf.
+    """
+
+    key: str
+    value: str
+    confirmed: bool = False
+
+
+def init_auth(app: Flask) -> None:
+    """Remember verified tokens where a claim can be confirmed: with Redis (the
+    embedded mode checks its in-process cache at no cost)."""
+    client = app.extensions["parley.hub"].client
+    app.extensions["parley.tokens"] = LRUCache(REMEMBERED_TOKENS_MAX) if client else None
 
 
 def new_token() -> tuple[str, str]:
@@ -49,11 +77,41 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def authenticate() -> Auth:
+def _bearer_token_hash() -> str:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("Send 'Authorization: Bearer <token>' from POST /v1/sessions.")
-    token_hash = hash_token(token.strip())
+    return hash_token(token.strip())
+
+
+def _owner(auth: Auth) -> str:
+    return f"{auth.device_id}:{auth.user_id}"
+
+
+def claim_auth() -> tuple[Auth, TokenClaim | None]:
+    """Who the bearer token belongs to, for a request that confirms it in its own
+    Redis trip: the device this process last verified it for, with the claim to
+    confirm; or, for a token this process does not remember, ``authenticate()``
+    and no claim."""
+    token_hash = _bearer_token_hash()
+    remembered = current_app.extensions["parley.tokens"]
+    auth = remembered.get(token_hash) if remembered is not None else None
+    if auth is None:
+        return authenticate(token_hash), None
+    return auth, TokenClaim(_token_key(token_hash), _owner(auth))
+
+
+def authenticate(token_hash: str | None = None) -> Auth:
+    """The device of the request's bearer token (or of ``token_hash``); 401 if none."""
+    token_hash = token_hash or _bearer_token_hash()
+    auth = _verified(token_hash)
+    remembered = current_app.extensions["parley.tokens"]
+    if remembered is not None:
+        remembered[token_hash] = auth
+    return auth
+
+
+def _verified(token_hash: str) -> Auth:
     cached = coordinator().hints.get_many([_token_key(token_hash)])[0]
     if cached == REVOKED:
         raise _unauthorized("This token was revoked; log in again.")
@@ -76,7 +134,7 @@ def remember_token(auth: Auth, trip: Trip | None = None) -> None:
     or another request got there first."""
     coordinator().hints.set(
         _token_key(auth.token_hash),
-        f"{auth.device_id}:{auth.user_id}",
+        _owner(auth),
         current_app.config["TOKEN_CACHE_TTL_S"],
         only_if_absent=True,
         trip=trip,
@@ -84,6 +142,9 @@ def remember_token(auth: Auth, trip: Trip | None = None) -> None:
 
 
 def revoke_cached_token(token_hash: str) -> None:
+    remembered = current_app.extensions["parley.tokens"]
+    if remembered is not None:
+        remembered.pop(token_hash, None)
     coordinator().hints.set(
         _token_key(token_hash), REVOKED, current_app.config["TOKEN_CACHE_TTL_S"]
     )

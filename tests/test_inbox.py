@@ -222,6 +222,36 @@ def test_an_empty_short_poll_costs_no_database_query(app, client):
     assert queries == []
 
 
+@contextmanager
+def redis_round_trips(app, monkeypatch) -> Iterator[list[object]]:
+    """One item per round trip to Redis while the block runs: a command or a
+    pipeline each takes a connection from the app's pool (the listener keeps its own)."""
+    pool = app.extensions["parley.hub"].client.connection_pool
+    trips: list[object] = []
+    take = pool.get_connection
+
+    def counted(*args, **kwargs):
+        connection = take(*args, **kwargs)
+        trips.append(connection)
+        return connection
+
+    monkeypatch.setattr(pool, "get_connection", counted)
+    yield trips
+    monkeypatch.undo()
+
+
+@scaled_only
+def test_an_empty_poll_by_a_known_device_takes_one_redis_round_trip(app, client, monkeypatch):
+    """The process remembers the token from the first poll; the next confirm it in
+    the round trip that reads the cursor and head and notes presence."""
+    ben = sign_up(client, "ben")
+    poll(client, ben)
+    with redis_round_trips(app, monkeypatch) as trips:
+        assert poll(client, ben)["entries"] == []
+        assert poll(client, ben, after=0)["entries"] == []
+    assert len(trips) == 2
+
+
 @scaled_only
 def test_polling_from_zero_writes_no_cursor_even_when_none_is_cached(app, client):
     """after=0 confirms nothing, so a device whose cached cursor has expired reads

@@ -7,8 +7,10 @@ worker would run them.
 import pytest
 import redis
 
+from api.auth import hash_token
 from tests.factories import (
     create_group,
+    log_in,
     long_poll_in_background,
     message_texts,
     of_type,
@@ -130,6 +132,44 @@ def test_a_poll_answers_when_redis_fails_while_announcing_it(app, client, pair, 
     assert message_texts(poll(client, ann)) == ["still works"]
 
 
+@scaled_only
+def test_a_token_logged_out_in_another_process_polls_no_more_and_shows_nobody_online(
+    app, client, clock, pair, make_clocked_app
+):
+    """A process remembers the tokens it verified, and a poll by one goes ahead on
+    a claim that its own round trip to Redis confirms. A logout through another
+    process must stop the next poll here before it marks its user online."""
+    ann, ben, _ = pair
+    laptop = log_in(client, "ann", device_name="laptop")
+    poll(client, laptop)  # this process now remembers the laptop's token
+    clock.advance(WINDOW_S + 1)
+    sweep(app)
+    assert presence(client, ben, ann)[0]["online"] is False
+
+    elsewhere = make_clocked_app().test_client()
+    assert elsewhere.delete("/v1/sessions/current", headers=laptop.auth).status_code == 204
+
+    answer = client.get("/v1/inbox", headers=laptop.auth)
+    assert answer.status_code == 401, answer.get_json()
+    assert answer.get_json()["error"]["code"] == "unauthorized"
+    assert presence(client, ben, ann)[0]["online"] is False
+
+
+@scaled_only
+def test_a_remembered_token_gone_from_redis_still_polls_and_comes_online(app, client, clock, pair):
+    """The cached entry that confirms a remembered token expires (or a restarted
+    Redis lost it): the poll asks the database instead, and is noted all the same."""
+    ann, ben, _ = pair
+    poll(client, ann)
+    clock.advance(WINDOW_S + 1)
+    sweep(app)
+    coordinator = app.extensions["parley.hub"]
+    coordinator.client.delete(f"{coordinator.prefix}tok:{hash_token(ann.token)}")
+
+    assert poll(client, ann)["entries"] == []
+    assert presence(client, ben, ann)[0]["online"] is True
+
+
 def test_a_client_re_polling_every_25_s_never_flaps(app, client, clock, pair):
     ann, ben, _ = pair
     poll(client, ann)
@@ -162,8 +202,6 @@ def test_a_held_long_poll_keeps_its_user_online(make_clocked_app, clock):
 
 
 def test_every_device_must_be_gone_for_offline(app, client, clock, pair):
-    from tests.factories import log_in
-
     ann, ben, _ = pair
     laptop = log_in(client, "ann", device_name="laptop")
     poll(client, ann)

@@ -1,7 +1,7 @@
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, g
 from marshmallow import ValidationError
 
-from api.auth import authenticated, current_auth
+from api.auth import authenticate, authenticated, claim_auth, current_auth
 from api.inbox import actions
 from api.inbox.schemas import ack_schema, batch_schema, poll_query_schema
 from api.metrics import POLLS
@@ -19,17 +19,27 @@ def _confirm(seq: int, field: str, position: actions.Position) -> int:
 
 
 @bp.get("")
-@authenticated
 def poll():
-    """Entries after ``after`` (default: this device's stored cursor); waits up to ``timeout``."""
+    """Entries after ``after`` (default: this device's stored cursor); waits up to ``timeout``.
+
+    A token this process verified before is confirmed in the start's round trip
+    (by the presence note), not in one of its own.
+    """
+    auth, claim = claim_auth()
+    g.auth = auth  # for current_auth()
     query = load_query(poll_query_schema)
     config = current_app.config
-    auth = current_auth()
     timeout = min(query["timeout"], config["LONG_POLL_CAP_S"])
     with actions.polling(auth, timeout) as start:
         # A short poll answers at once: noting its start notes its end.
-        note_poll(auth, holds_for=timeout, ended=not timeout, trip=start.trip)
+        note = {"holds_for": timeout, "ended": not timeout}
+        note_poll(auth, **note, trip=start.trip, claim=claim)
         position = start.send()
+        if claim is not None and not claim.confirmed:
+            # Logged out, expired from the cache, or Redis failed: check it as any
+            # request would (401, or the same device), then note the poll.
+            authenticate(auth.token_hash)
+            note_poll(auth, **note)
         if "after" in query:
             after = query["after"]
             if after:  # confirming 0 confirms nothing (cursors only move forward)

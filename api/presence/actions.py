@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from api.accounts.models import User
-from api.auth import Auth
+from api.auth import Auth, TokenClaim
 from api.conversations.models import DIRECT, Conversation, Membership
 from api.db import db
 from api.hub.trip import Trip
@@ -46,27 +46,40 @@ def now() -> float:
     return current_app.extensions["parley.clock"]()
 
 
-def note_poll(auth: Auth, holds_for: float, ended: bool, trip: Trip | None = None) -> None:
+def note_poll(
+    auth: Auth,
+    holds_for: float,
+    ended: bool,
+    trip: Trip | None = None,
+    claim: TokenClaim | None = None,
+) -> None:
     """Note that this device polls: it counts as online until ``holds_for`` seconds
     from now plus the window. Called when a poll starts (a long one: not ended) and
     when a long poll answers (ended: also the user's last seen). No database write
     unless the user just came online. With ``trip``, the note goes in it and takes
-    effect once the trip is sent."""
+    effect once the trip is sent; with a ``claim`` too, the note is made only if
+    the token is still the device's, and being made confirms the claim."""
     moment = now()
     deadline = moment + holds_for + current_app.config["PRESENCE_WINDOW_S"]
     touch = (auth.user_id, auth.device_id, deadline, moment, ended)
     if trip is not None:
-        _store().touch_then(trip, partial(_noted, auth), _not_noted, *touch)
+        guard = (claim.key, claim.value) if claim else None
+        then = partial(_noted, auth, claim)
+        _store().touch_then(trip, then, _not_noted, *touch, guard=guard)
         return
     try:
         came_online = _store().touch(*touch)
     except redis.RedisError as exc:
         _not_noted(exc)
     else:
-        _noted(auth, came_online)
+        _noted(auth, None, came_online)
 
 
-def _noted(auth: Auth, came_online: bool) -> None:
+def _noted(auth: Auth, claim: TokenClaim | None, came_online: bool | None) -> None:
+    if came_online is None:  # the guard failed: the claim stays unconfirmed
+        return
+    if claim is not None:
+        claim.confirmed = True
     if came_online:
         try:
             do_sync_presence(db.session, auth.user_id)

@@ -17,8 +17,10 @@ from api.hub.trip import Trip, queue_script
 from api.metrics import redis_timer
 
 # Set one device's deadline; the user's deadline becomes the latest live one.
-# Returns 1 if the user was not online before (came online), else 0.
+# Returns 1 if the user was not online before (came online), else 0; with a
+# guard (KEYS[4] must hold ARGV[7]) that fails, touches nothing and returns -1.
 _TOUCH = """
+if KEYS[4] and redis.call('GET', KEYS[4]) ~= ARGV[7] then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local fields = redis.call('HGETALL', KEYS[1])
 local latest = 0
@@ -46,7 +48,7 @@ return gone
 """
 
 
-OnTouched = Callable[[bool], None]  # whether the user came online
+OnTouched = Callable[[bool | None], None]  # whether the user came online; None: guarded off
 OnFailed = Callable[[redis.RedisError], None]
 
 
@@ -72,7 +74,16 @@ class LocalPresenceStore:
             self._deadlines[user_id] = max(devices.values())
             return came_online
 
-    def touch_then(self, trip: Trip, then: OnTouched, failed: OnFailed, *args: Any) -> None:
+    def touch_then(
+        self,
+        trip: Trip,
+        then: OnTouched,
+        failed: OnFailed,
+        *args: Any,
+        guard: tuple[str, str] | None = None,
+    ) -> None:
+        if guard is not None:
+            raise RuntimeError("the embedded mode has no cached key to guard on")
         then(self.touch(*args))
 
     def expire(self, now: float, limit: int) -> list[int]:
@@ -91,8 +102,8 @@ class LocalPresenceStore:
 
 
 class RedisPresenceStore:
-    """Presence shared by every process. All keys carry one hash tag, so the
-    scripts stay on one Redis Cluster slot."""
+    """Presence shared by every process. Its keys carry one hash tag, so the
+    scripts stay on one Redis Cluster slot (a guard's key excepted)."""
 
     def __init__(self, client: redis.Redis, prefix: str, device_ttl_s: int) -> None:
         self._client = client
@@ -108,13 +119,24 @@ class RedisPresenceStore:
         keys, args = self._touch_keys_args(user_id, device_id, deadline, now, seen)
         return bool(self._touch(keys=keys, args=args))
 
-    def touch_then(self, trip: Trip, then: OnTouched, failed: OnFailed, *args: Any) -> None:
-        """``touch(*args)`` in ``trip``: once it is sent, ``then`` gets whether the
-        user came online, or ``failed`` gets the error."""
+    def touch_then(
+        self,
+        trip: Trip,
+        then: OnTouched,
+        failed: OnFailed,
+        *args: Any,
+        guard: tuple[str, str] | None = None,
+    ) -> None:
+        """``touch(*args)`` in ``trip``, only if the key ``guard[0]`` holds
+        ``guard[1]`` (when guarded): once it is sent, ``then`` gets whether the user
+        came online (``None`` if the guard failed), or ``failed`` gets the error."""
         keys, script_args = self._touch_keys_args(*args)
+        if guard is not None:
+            keys.append(guard[0])
+            script_args.append(guard[1])
         trip.add(
             lambda pipe: queue_script(pipe, self._touch, keys, script_args),
-            lambda came_online: then(bool(came_online)),
+            lambda reply: then(None if reply == -1 else bool(reply)),
             failed,
         )
 
