@@ -253,6 +253,20 @@ def test_an_empty_poll_by_a_known_device_takes_one_redis_round_trip(app, client,
 
 
 @scaled_only
+def test_a_long_poll_that_runs_out_its_time_takes_one_redis_round_trip(
+    app, client, pair, monkeypatch
+):
+    """Its start notes it as held to its end, so its end notes nothing."""
+    ann, ben, cid = pair
+    send(client, ann, cid, "hi")
+    cursor = poll(client, ben, timeout=1)["cursor"]  # at once (and the listener is up)
+    poll(client, ben, after=cursor)  # confirmed
+    with redis_round_trips(app, monkeypatch) as trips:
+        assert poll(client, ben, after=cursor, timeout=1)["entries"] == []
+    assert len(trips) == 1
+
+
+@scaled_only
 def test_polling_from_zero_writes_no_cursor_even_when_none_is_cached(app, client):
     """after=0 confirms nothing, so a device whose cached cursor has expired reads
     from the start without a database write."""

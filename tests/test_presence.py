@@ -191,7 +191,8 @@ def test_a_held_long_poll_keeps_its_user_online(make_clocked_app, clock):
     wait_until_waiting(app)
     clock.advance(19)  # far past the window, but the poll is still held
     sweep(app)
-    assert presence(client, ben, ann)[0]["online"] is True
+    (shown,) = presence(client, ben, ann)
+    assert shown["online"] is True and shown["last_seen"].startswith("2027-01-15T08:00:19")
 
     send(client, ben, cid, "ends the poll")
     waiting.result(timeout=30)
@@ -199,6 +200,15 @@ def test_a_held_long_poll_keeps_its_user_online(make_clocked_app, clock):
     assert sweep(app) == 1
     (shown,) = presence(client, ben, ann)
     assert shown["online"] is False and shown["last_seen"].startswith("2027-01-15T08:00:19")
+
+
+def test_a_long_poll_that_runs_out_its_time_is_last_seen_at_its_end(app, client, clock, pair):
+    ann, ben, _ = pair
+    assert poll(client, ann, timeout=1)["entries"] == []  # the app's clock stands still
+    clock.advance(1 + WINDOW_S)
+    assert sweep(app) == 1
+    (shown,) = presence(client, ben, ann)
+    assert shown["online"] is False and shown["last_seen"].startswith("2027-01-15T08:00:01")
 
 
 def test_every_device_must_be_gone_for_offline(app, client, clock, pair):

@@ -31,15 +31,14 @@ def poll():
     config = current_app.config
     timeout = min(query["timeout"], config["LONG_POLL_CAP_S"])
     with actions.polling(auth, timeout) as start:
-        # A short poll answers at once: noting its start notes its end.
-        note = {"holds_for": timeout, "ended": not timeout}
-        note_poll(auth, **note, trip=start.trip, claim=claim)
+        # Noted as held to its end: a short poll, or a long one that runs out its time.
+        note_poll(auth, holds_for=timeout, trip=start.trip, claim=claim)
         position = start.send()
         if claim is not None and not claim.confirmed:
             # Logged out, expired from the cache, or Redis failed: check it as any
             # request would (401, or the same device), then note the poll.
             authenticate(auth.token_hash)
-            note_poll(auth, **note)
+            note_poll(auth, holds_for=timeout)
         if "after" in query:
             after = query["after"]
             if after:  # confirming 0 confirms nothing (cursors only move forward)
@@ -48,8 +47,8 @@ def poll():
             after = actions.stored_cursor(auth, position)
         limit = query.get("limit", config["INBOX_LIMIT_DEFAULT"])
         batch = actions.poll_inbox(start, after, timeout, limit)
-    if timeout:
-        note_poll(auth, holds_for=0, ended=True)
+    if timeout and batch.entries:  # it ended before its time
+        note_poll(auth, holds_for=0)
     outcome = "entries" if batch.entries else ("timeout" if timeout else "empty")
     POLLS.labels("long" if timeout else "short", outcome).inc()
     return batch_schema.dump(batch)

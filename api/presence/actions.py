@@ -27,12 +27,13 @@ SWEEP_BATCH = 500  # users turned offline per sweep step; the next step takes th
 
 def init_presence(app: Flask, client: redis.Redis | None) -> None:
     """The presence store: in Redis when there is one, else in this process."""
+    window_s = app.config["PRESENCE_WINDOW_S"]
     if client is None:
-        store = LocalPresenceStore()
+        store = LocalPresenceStore(window_s)
     else:
         # A device's deadline matters for one long poll plus the window at most.
-        ttl = int(app.config["LONG_POLL_CAP_S"] + app.config["PRESENCE_WINDOW_S"]) + 60
-        store = RedisPresenceStore(client, app.config["REDIS_PREFIX"], ttl)
+        ttl = int(app.config["LONG_POLL_CAP_S"] + window_s) + 60
+        store = RedisPresenceStore(client, app.config["REDIS_PREFIX"], window_s, ttl)
     app.extensions["parley.presence"] = store
     app.extensions.setdefault("parley.clock", time.time)
 
@@ -49,19 +50,18 @@ def now() -> float:
 def note_poll(
     auth: Auth,
     holds_for: float,
-    ended: bool,
     trip: Trip | None = None,
     claim: TokenClaim | None = None,
 ) -> None:
     """Note that this device polls: it counts as online until ``holds_for`` seconds
-    from now plus the window. Called when a poll starts (a long one: not ended) and
-    when a long poll answers (ended: also the user's last seen). No database write
-    unless the user just came online. With ``trip``, the note goes in it and takes
-    effect once the trip is sent; with a ``claim`` too, the note is made only if
-    the token is still the device's, and being made confirms the claim."""
+    from now plus the window, and was last seen then. Called when a poll starts,
+    and when a long poll answers before its time. No database write unless the
+    user just came online. With ``trip``, the note goes in it and takes effect
+    once the trip is sent; with a ``claim`` too, the note is made only if the
+    token is still the device's, and being made confirms the claim."""
     moment = now()
     deadline = moment + holds_for + current_app.config["PRESENCE_WINDOW_S"]
-    touch = (auth.user_id, auth.device_id, deadline, moment, ended)
+    touch = (auth.user_id, auth.device_id, deadline, moment)
     if trip is not None:
         guard = (claim.key, claim.value) if claim else None
         then = partial(_noted, auth, claim)

@@ -4,6 +4,10 @@ A user is online while any device's deadline lies ahead: a poll sets its
 device's deadline to the poll's end (or the longest it may be held) plus the
 presence window. Users whose deadlines have all passed are popped by ``expire``,
 atomically, so that of several sweepers exactly one sees each user go offline.
+
+The user's last seen is their deadline less the window: the end of their last
+poll. A long poll that runs out its time ends when its start said it would, so
+nothing needs noting at its end.
 """
 
 import threading
@@ -18,9 +22,9 @@ from api.metrics import redis_timer
 
 # Set one device's deadline; the user's deadline becomes the latest live one.
 # Returns 1 if the user was not online before (came online), else 0; with a
-# guard (KEYS[4] must hold ARGV[7]) that fails, touches nothing and returns -1.
+# guard (KEYS[3] must hold ARGV[6]) that fails, touches nothing and returns -1.
 _TOUCH = """
-if KEYS[4] and redis.call('GET', KEYS[4]) ~= ARGV[7] then return -1 end
+if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[6] then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local fields = redis.call('HGETALL', KEYS[1])
 local latest = 0
@@ -33,19 +37,34 @@ for i = 1, #fields, 2 do
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], ARGV[6]) end
 local before = redis.call('ZSCORE', KEYS[2], ARGV[4])
 redis.call('ZADD', KEYS[2], latest, ARGV[4])
 if before then return 0 end
 return 1
 """
 
-# Pop users whose deadline has passed.
+# Pop users whose deadline has passed, keeping when each was last seen.
 _EXPIRE = """
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, user in ipairs(gone) do redis.call('ZREM', KEYS[1], user) end
-return gone
+local gone = redis.call(
+  'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+local users = {}
+for i = 1, #gone, 2 do
+  redis.call('ZREM', KEYS[1], gone[i])
+  redis.call('HSET', KEYS[2], gone[i], tostring(tonumber(gone[i + 1]) - tonumber(ARGV[3])))
+  users[#users + 1] = gone[i]
+end
+return users
 """
+
+
+def _state(
+    deadline: float | None, last_seen: float | None, now: float, window_s: float
+) -> tuple[bool, float | None]:
+    """Online, and last seen: while a deadline is kept, the end of the last poll
+    (now, while one is held); once popped, what ``expire`` kept."""
+    if deadline is None:
+        return False, last_seen
+    return deadline > now, min(now, deadline - window_s)
 
 
 OnTouched = Callable[[bool | None], None]  # whether the user came online; None: guarded off
@@ -55,21 +74,20 @@ OnFailed = Callable[[redis.RedisError], None]
 class LocalPresenceStore:
     """The embedded mode's store: one process sees every poll."""
 
-    def __init__(self) -> None:
+    def __init__(self, window_s: float) -> None:
+        self._window_s = window_s
         self._lock = threading.Lock()
         self._devices: dict[int, dict[int, float]] = defaultdict(dict)
         self._deadlines: dict[int, float] = {}
         self._last_seen: dict[int, float] = {}
 
-    def touch(self, user_id: int, device_id: int, deadline: float, now: float, seen: bool) -> bool:
+    def touch(self, user_id: int, device_id: int, deadline: float, now: float) -> bool:
         with self._lock:
             devices = self._devices[user_id]
             devices[device_id] = deadline
             for device, until in list(devices.items()):
                 if until <= now:
                     del devices[device]
-            if seen:
-                self._last_seen[user_id] = now
             came_online = user_id not in self._deadlines
             self._deadlines[user_id] = max(devices.values())
             return came_online
@@ -90,13 +108,13 @@ class LocalPresenceStore:
         with self._lock:
             gone = [uid for uid, until in self._deadlines.items() if until <= now][:limit]
             for uid in gone:
-                del self._deadlines[uid]
+                self._last_seen[uid] = self._deadlines.pop(uid) - self._window_s
             return gone
 
     def states(self, user_ids: list[int], now: float) -> dict[int, tuple[bool, float | None]]:
         with self._lock:
             return {
-                uid: (self._deadlines.get(uid, 0) > now, self._last_seen.get(uid))
+                uid: _state(self._deadlines.get(uid), self._last_seen.get(uid), now, self._window_s)
                 for uid in user_ids
             }
 
@@ -105,8 +123,11 @@ class RedisPresenceStore:
     """Presence shared by every process. Its keys carry one hash tag, so the
     scripts stay on one Redis Cluster slot (a guard's key excepted)."""
 
-    def __init__(self, client: redis.Redis, prefix: str, device_ttl_s: int) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, window_s: float, device_ttl_s: int
+    ) -> None:
         self._client = client
+        self._window_s = window_s
         self._prefix = f"{prefix}presence:{{p}}:"
         self._deadlines = self._prefix + "deadlines"
         self._last_seen = self._prefix + "last-seen"
@@ -115,8 +136,8 @@ class RedisPresenceStore:
         self._expire = client.register_script(_EXPIRE)
 
     @redis_timer("presence_touch")
-    def touch(self, user_id: int, device_id: int, deadline: float, now: float, seen: bool) -> bool:
-        keys, args = self._touch_keys_args(user_id, device_id, deadline, now, seen)
+    def touch(self, user_id: int, device_id: int, deadline: float, now: float) -> bool:
+        keys, args = self._touch_keys_args(user_id, device_id, deadline, now)
         return bool(self._touch(keys=keys, args=args))
 
     def touch_then(
@@ -141,15 +162,15 @@ class RedisPresenceStore:
         )
 
     def _touch_keys_args(
-        self, user_id: int, device_id: int, deadline: float, now: float, seen: bool
+        self, user_id: int, device_id: int, deadline: float, now: float
     ) -> tuple[list[str], list[Any]]:
-        keys = [f"{self._prefix}devices:{user_id}", self._deadlines, self._last_seen]
-        args = [device_id, deadline, now, user_id, self._device_ttl_s, repr(now) if seen else ""]
-        return keys, args
+        keys = [f"{self._prefix}devices:{user_id}", self._deadlines]
+        return keys, [device_id, deadline, now, user_id, self._device_ttl_s]
 
     @redis_timer("presence_expire")
     def expire(self, now: float, limit: int) -> list[int]:
-        return [int(uid) for uid in self._expire(keys=[self._deadlines], args=[now, limit])]
+        keys, args = [self._deadlines, self._last_seen], [now, limit, self._window_s]
+        return [int(uid) for uid in self._expire(keys=keys, args=args)]
 
     @redis_timer("presence_states")
     def states(self, user_ids: list[int], now: float) -> dict[int, tuple[bool, float | None]]:
@@ -160,6 +181,6 @@ class RedisPresenceStore:
             pipe.hmget(self._last_seen, user_ids)
             deadlines, seen = pipe.execute()
         return {
-            uid: ((until or 0) > now, float(last) if last else None)
+            uid: _state(until, float(last) if last else None, now, self._window_s)
             for uid, until, last in zip(user_ids, deadlines, seen, strict=True)
         }
