@@ -16,35 +16,25 @@ an entry by one timeout at most and never hides it.
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Row, bindparam, case, func, insert, select, update
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.orm import Session
 
 from api.accounts.models import Device, User
 from api.admission import stepping_aside
 from api.auth import Auth
 from api.db import db
-from api.errors import ApiError
 from api.hub import coordinator
 from api.hub.trip import Trip
 from api.hub.waiters import Waiter
 from api.inbox.models import InboxEntry
-from api.messages.models import Message
+from api.inbox.reading import Batch, read_inbox
 from api.metrics import WAKE_UP_SECONDS
 
 users_table = User.__table__
-inbox_table = InboxEntry.__table__
-messages_table = Message.__table__
-
-
-@dataclass
-class Batch:
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    cursor: int = 0
-    has_more: bool = False
 
 
 def _head_key(user_id: int) -> str:
@@ -207,106 +197,16 @@ def do_confirm(auth: Auth, seq: int, position: Position) -> int:
     return cursor
 
 
-# The poll's read: one statement, built once (it runs thousands of times a
-# second, and building and caching an ORM query cost more than the round trip).
-# The user row always matches, so even an answer with no entries brings the
-# floor. Each entry comes with the running total of message text up to it, and
-# with its message's text only while that total stays within the batch budget
-# (or for the batch's first text): no text travels that the answer will not carry.
-_text_length = func.coalesce(func.length(messages_table.c.text), 0)
-_chars_through = func.sum(_text_length).over(order_by=inbox_table.c.seq, rows=(None, 0))
-_ENTRIES_AFTER = (
-    select(
-        users_table.c.inbox_floor,
-        inbox_table,
-        _text_length.label("text_length"),
-        _chars_through.label("chars_through"),
-        messages_table.c.sender_id,
-        messages_table.c.seq.label("message_seq"),
-        messages_table.c.client_msg_id,
-        messages_table.c.created_at.label("message_created_at"),
-        case(
-            (
-                (_chars_through <= bindparam("budget")) | (_chars_through == _text_length),
-                messages_table.c.text,
-            ),
-        ).label("text"),
-    )
-    .select_from(
-        users_table.outerjoin(
-            inbox_table,
-            (inbox_table.c.user_id == users_table.c.id) & (inbox_table.c.seq > bindparam("after")),
-        ).outerjoin(messages_table, messages_table.c.id == inbox_table.c.message_id)
-    )
-    .where(users_table.c.id == bindparam("user_id"))
-    .order_by(inbox_table.c.seq)
-    .limit(bindparam("limit"))
-)
-
-
-def read_entries(session: Session, user_id: int, after: int, limit: int) -> Batch:
-    """Entries after ``after``: at most ``limit``, and no more text than the batch
-    budget (always at least one entry, so a client always makes progress)."""
-    budget = current_app.config["INBOX_BATCH_MAX_CHARS"]
-    rows = session.execute(
-        _ENTRIES_AFTER, {"user_id": user_id, "after": after, "limit": limit + 1, "budget": budget}
-    ).all()
-    floor = rows[0].inbox_floor if rows else 0
-    found = [row for row in rows if row.seq is not None]
-    if (found and found[0].seq > after + 1) or (not found and after < floor):
-        raise _pruned(floor)
-    chosen = [
-        entry for n, entry in enumerate(found[:limit]) if n == 0 or entry.chars_through <= budget
-    ]
-    return Batch(
-        entries=[_entry_view(entry) for entry in chosen],
-        cursor=chosen[-1].seq if chosen else after,
-        has_more=len(chosen) < len(found),
-    )
-
-
-def _pruned(floor: int) -> ApiError:
-    """Entries behind the cursor were pruned: say so, never skip them silently."""
-    return ApiError(
-        410,
-        "cursor_pruned",
-        "Entries after this cursor were pruned; reload history and poll from oldest_cursor.",
-        {"oldest_cursor": floor},
-    )
-
-
-def _entry_view(entry: Row) -> dict[str, Any]:
-    return {
-        "seq": entry.seq,
-        "type": entry.type,
-        "conversation_id": entry.conversation_id,
-        "created_at": entry.created_at,
-        "message": _message_view(entry) if entry.message_id else None,
-        **(entry.payload or {}),
-    }
-
-
-def _message_view(entry: Row) -> dict[str, Any]:
-    return {
-        "id": entry.message_id,
-        "conversation_id": entry.conversation_id,
-        "sender_id": entry.sender_id,
-        "seq": entry.message_seq,
-        "text": entry.text,
-        "client_msg_id": entry.client_msg_id,
-        "created_at": entry.message_created_at,
-    }
-
-
 def _read_if_new(auth: Auth, after: int, limit: int, cached_head: int | None) -> Batch:
     """Entries after ``after`` unless the cached head (``None``: not cached) says
     there are none."""
     if cached_head is not None and cached_head <= after:
         return Batch(cursor=after)
-    with db.statements() as session:
-        if cached_head is None and _inbox_head(session, auth.user_id) <= after:
-            return Batch(cursor=after)
-        return read_entries(session, auth.user_id, after, limit)
+    if cached_head is None:
+        with db.statements() as session:
+            if _inbox_head(session, auth.user_id) <= after:
+                return Batch(cursor=after)
+    return read_inbox(auth.user_id, after, limit)
 
 
 class PollStart:
@@ -368,8 +268,7 @@ def poll_inbox(start: PollStart, after: int, timeout: float, limit: int) -> Batc
         waiter.arm()  # before the re-read, never after
         # Straight to the database: a wake-up means news, and after a timeout it
         # is what makes a lost wake-up or a stale cached head cost one timeout at most.
-        with db.statements() as session:
-            batch = read_entries(session, auth.user_id, after, limit)
+        batch = read_inbox(auth.user_id, after, limit)
         if batch.entries and woken:
             _observe_wake_up(batch)
         if batch.entries or not woken:

@@ -74,12 +74,24 @@ def timed_poll(base_url: str, person: Person, **params) -> tuple[dict, float]:
 
 def waiting_polls(client: ApiClient) -> float:
     """Long polls held right now by the instance (its metrics sum every worker)."""
+    return metric_total(client, WAITING_GAUGE)
+
+
+def database_queries(client: ApiClient) -> float:
+    """Statements the instance has sent to the database so far."""
+    return metric_total(client, "parley_db_query_seconds_count")
+
+
+def metric_total(client: ApiClient, sample_name: str) -> float:
+    """The sum of an instance's samples of this name (its metrics sum every worker)."""
     response = client.get("/metrics")
     assert response.status_code == 200, response.text
-    for family in text_string_to_metric_families(response.text):
-        if family.name == WAITING_GAUGE:
-            return sum(sample.value for sample in family.samples)
-    return 0.0
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == sample_name
+    )
 
 
 def wait_for_waiting_polls(base_url: str, count: int) -> None:

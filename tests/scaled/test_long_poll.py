@@ -5,12 +5,14 @@ from concurrent.futures import wait as wait_for
 
 import pytest
 
-from tests.factories import Person, message_texts, open_direct, poll, send
+from tests.factories import Person, create_group, message_texts, open_direct, poll, send
 from tests.scaled.client import (
     ApiClient,
+    database_queries,
     sign_up,
     timed_poll,
     wait_for_waiting_polls,
+    waiting_polls,
 )
 
 pytestmark = pytest.mark.scaled
@@ -18,6 +20,7 @@ pytestmark = pytest.mark.scaled
 LONG_POLL_S = 20
 NEWER_POLL_S = 1
 NEWER_POLL_ATTEMPTS = 5
+WOKEN_TOGETHER = 24
 
 
 def test_a_poll_held_on_a_is_woken_by_a_message_sent_through_b(instances):
@@ -34,6 +37,38 @@ def test_a_poll_held_on_a_is_woken_by_a_message_sent_through_b(instances):
 
     assert message_texts(batch) == ["are you there?"]
     assert waited < LONG_POLL_S, "the poll ran out its timeout instead of being woken"
+
+
+def test_polls_woken_together_read_their_inboxes_in_one_statement_per_process(instances):
+    """A send to a group wakes every member's poll at once; the polls a process
+    holds read in one statement, not in a round trip each."""
+    a, b = instances
+    with ApiClient(a.url) as through_a, ApiClient(b.url) as through_b:
+        sender = sign_up(through_b, "sender")
+        members = [sign_up(through_a, f"member{n}") for n in range(WOKEN_TOGETHER)]
+        group = create_group(through_b, sender, members)
+        for member in members:
+            poll(through_a, member)  # online: the others hear of it
+        cursors = [poll(through_a, member)["cursor"] for member in members]
+        for member, cursor in zip(members, cursors, strict=True):
+            poll(through_a, member, after=cursor)  # confirmed: holding it writes nothing
+
+        already = waiting_polls(through_a)
+        with ThreadPoolExecutor(WOKEN_TOGETHER) as background:
+            held = [
+                background.submit(timed_poll, a.url, member, after=cursor, timeout=LONG_POLL_S)
+                for member, cursor in zip(members, cursors, strict=True)
+            ]
+            wait_for_waiting_polls(a.url, already + WOKEN_TOGETHER)
+            before = database_queries(through_a)
+            assert send(through_b, sender, group, "all at once").status_code == 201
+            answers = [future.result(timeout=LONG_POLL_S + 10) for future in held]
+            reads = database_queries(through_a) - before
+
+    assert [message_texts(batch) for batch, _ in answers] == [["all at once"]] * WOKEN_TOGETHER
+    assert all(waited < LONG_POLL_S for _, waited in answers)
+    # A few statements per worker process, where polls reading alone make one each.
+    assert reads < WOKEN_TOGETHER / 2, f"{reads:.0f} statements for {WOKEN_TOGETHER} polls"
 
 
 def test_a_long_poll_with_nothing_to_deliver_waits_its_timeout_and_answers_empty(instances):
