@@ -9,29 +9,41 @@ free; the others wait their turn, in arrival order, and are answered 503 with
 ``Retry-After`` only past ``ADMISSION_WAIT_S``.
 
 A long poll gives its turn back while it waits (it holds nothing by then) and
-takes a new one when woken, so thousands of held polls keep nobody out.
+takes a new one when woken or out of time, so thousands of held polls keep
+nobody out. Coming back, it goes before the new requests: its client has waited
+through the whole poll already, and under overload the server finishes the
+work it started (and sheds new work with 503s) rather than let a poll's answer
+come too late for the client that is still waiting for it.
 """
 
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from flask import Flask, current_app, g, request
 
 from api.errors import RETRY_AFTER_S, ApiError
+from api.metrics import ADMISSION_WAITING
 
 ADMITTED_PATHS = "/v1/"  # operations endpoints answer even when the API is busy
 
 
 class Admission:
-    def __init__(self, slots: int, wait_s: float) -> None:
-        # threading's semaphore is gevent's under gunicorn (monkey-patched): waiters
-        # are woken in the order they came.
-        self._slots = threading.Semaphore(slots)
-        self._wait_s = wait_s
+    """``slots`` turns to work; the waiting take them first come, first served,
+    polls coming back from their wait before new requests."""
 
-    def enter(self) -> None:
-        if not self._slots.acquire(timeout=self._wait_s):
+    def __init__(self, slots: int, wait_s: float) -> None:
+        self._lock = threading.Lock()
+        self._free = slots
+        self._wait_s = wait_s
+        self._returning: deque[threading.Event] = deque()
+        self._new: deque[threading.Event] = deque()
+
+    def enter(self, returning: bool = False) -> None:
+        """Take a turn (``returning``: for a poll back from its wait), or raise 503
+        past the wait."""
+        if not self._take(self._returning if returning else self._new):
             raise ApiError(
                 503,
                 "server_busy",
@@ -40,9 +52,31 @@ class Admission:
             )
         g.admitted = True
 
+    def _take(self, queue: deque[threading.Event]) -> bool:
+        with self._lock:
+            if self._free:  # nobody waits while a turn is free: turns pass straight on
+                self._free -= 1
+                return True
+            ticket = threading.Event()
+            queue.append(ticket)
+        with ADMISSION_WAITING.track_inprogress():
+            if ticket.wait(self._wait_s):
+                return True
+        with self._lock:
+            if ticket.is_set():  # handed a turn just as the wait ran out
+                return True
+            queue.remove(ticket)
+            return False
+
     def leave(self) -> None:
-        if g.pop("admitted", False):
-            self._slots.release()
+        if not g.pop("admitted", False):
+            return
+        with self._lock:
+            for queue in (self._returning, self._new):
+                if queue:
+                    queue.popleft().set()
+                    return
+            self._free += 1
 
 
 def init_admission(app: Flask) -> None:
@@ -60,7 +94,8 @@ def init_admission(app: Flask) -> None:
 @contextmanager
 def stepping_aside() -> Iterator[None]:
     """Give this request's turn back for the block (a long poll's wait); take a
-    new one after it (which may raise the 503 of a busy server)."""
+    new one after it, before any new request (it may still raise the 503 of a
+    busy server)."""
     admission: Admission = current_app.extensions["parley.admission"]
     admitted = g.get("admitted", False)
     admission.leave()
@@ -68,4 +103,4 @@ def stepping_aside() -> Iterator[None]:
         yield
     finally:
         if admitted:
-            admission.enter()
+            admission.enter(returning=True)

@@ -27,6 +27,11 @@ ERRORS = Counter("parley_errors_total", "Error answers, by error code", ["code"]
 WAITING = Gauge(
     "parley_long_polls_waiting", "Long polls waiting right now", multiprocess_mode="livesum"
 )
+ADMISSION_WAITING = Gauge(
+    "parley_requests_waiting_for_a_turn",
+    "API requests queued for a turn to work right now (see ADMITTED_REQUESTS)",
+    multiprocess_mode="livesum",
+)
 WAKE_UP_SECONDS = Histogram(
     "parley_wake_up_seconds",
     "From an entry's commit to the answer of the long poll it woke",

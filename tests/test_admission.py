@@ -4,6 +4,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
+from prometheus_client import REGISTRY
 
 from tests import services
 from tests.factories import (
@@ -18,6 +19,8 @@ from tests.factories import (
 )
 
 LOCK_WAIT_BOUND_S = 10
+QUEUED_WAIT_BOUND_S = 10
+WAITING_FOR_A_TURN = "parley_requests_waiting_for_a_turn"
 
 
 def test_held_long_polls_keep_nobody_out(make_app):
@@ -37,6 +40,47 @@ def test_held_long_polls_keep_nobody_out(make_app):
         assert send(client, ann, chat, "hello").status_code == 201
     answers = [future.result(timeout=30)[0] for future in waiting]
     assert [message_texts(a) for a in answers] == [[], ["hello"], ["hello"]]
+
+
+def test_a_poll_back_from_its_wait_takes_the_next_turn_before_new_requests(make_app):
+    """Its client has waited through the whole poll: under overload the server
+    finishes that work before it starts new work."""
+    app = make_app(ADMITTED_REQUESTS=1, ADMISSION_WAIT_S=10)
+    admission = app.extensions["parley.admission"]
+    served = []
+
+    def take_a_turn(who: str, returning: bool) -> None:
+        with app.test_request_context():
+            admission.enter(returning=returning)
+            served.append(who)
+            admission.leave()
+
+    with app.test_request_context(), ThreadPoolExecutor(2) as background:
+        admission.enter()  # the only turn
+        already = waiting_for_a_turn()
+        first = background.submit(take_a_turn, "a new request", returning=False)
+        wait_for_queued(already + 1)
+        second = background.submit(take_a_turn, "a poll back from its wait", returning=True)
+        wait_for_queued(already + 2)
+        admission.leave()
+        for taken in (first, second):
+            taken.result(timeout=10)
+
+    assert served == ["a poll back from its wait", "a new request"]
+    assert waiting_for_a_turn() == already
+
+
+def waiting_for_a_turn() -> float:
+    """The gauge /metrics shows, read in process (a request made from inside a
+    request context would share its turn)."""
+    return REGISTRY.get_sample_value(WAITING_FOR_A_TURN) or 0.0
+
+
+def wait_for_queued(count: float) -> None:
+    deadline = time.monotonic() + QUEUED_WAIT_BOUND_S
+    while waiting_for_a_turn() < count:
+        assert time.monotonic() < deadline, f"never {count:.0f} requests waiting for a turn"
+        time.sleep(0.01)
 
 
 @scaled_only
