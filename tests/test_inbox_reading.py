@@ -1,6 +1,10 @@
 """Polls that read at once share one statement: each inbox's answer in it is what
 reading that inbox alone gives, with its own limit, cursor and text budget."""
 
+from sqlalchemy import event
+from sqlalchemy.engine.default import CACHE_HIT
+
+from api.db import db
 from api.errors import ApiError
 from api.inbox.reading import Batch, Wanted, read_inboxes
 from tests.factories import create_group, open_direct, send, sign_up
@@ -72,3 +76,25 @@ def test_a_pruned_cursor_is_told_to_its_poll_alone(app, client):
     assert stale.details == {"oldest_cursor": 2}
     assert texts(resumed) == ["m3"]
     assert texts(anns) == ["m1", "m2", "m3"]
+
+
+def test_the_read_is_compiled_once_for_each_number_of_inboxes(app, client):
+    """Compiling the statement costs several times what running it does."""
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    compiled: list[object] = []
+
+    def note_compiling(_conn, _cursor, statement, _params, context, _many) -> None:
+        if statement.startswith("WITH wanted"):
+            compiled.append(context.cache_hit)
+
+    engine = db.engine(app)
+    event.listen(engine, "after_cursor_execute", note_compiling)
+    try:
+        for _ in range(2):
+            read(app, [Wanted(ann.id, 0, 100)])
+            read(app, [Wanted(ann.id, 0, 100), Wanted(ben.id, 0, 100)])
+    finally:
+        event.remove(engine, "after_cursor_execute", note_compiling)
+
+    assert len(compiled) == 4
+    assert compiled[2:] == [CACHE_HIT, CACHE_HIT]

@@ -19,7 +19,7 @@ from itertools import groupby
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Integer, Row, Select, bindparam, case, column, func, select, values
+from sqlalchemy import Integer, Row, Select, bindparam, case, func, literal, select, union_all
 
 from api.accounts.models import User
 from api.db import db
@@ -65,27 +65,19 @@ def _entries_after(count: int) -> Select:
     stays within the batch budget (or for the inbox's first text): no text
     travels that the answer will not carry.
     """
-    wanted = (
-        values(
-            column("n", Integer),
-            column("user_id", Integer),
-            column("after", Integer),
-            column("most", Integer),
-            name="wanted",
+    # One SELECT of bound values per inbox: SQLAlchemy caches the compiled form
+    # of a UNION ALL, and compiles a VALUES list again on every execution.
+    wanted = union_all(
+        *(
+            select(
+                literal(n, Integer).label("n"),
+                bindparam(f"user_id_{n}", type_=Integer).label("user_id"),
+                bindparam(f"after_{n}", type_=Integer).label("after"),
+                bindparam(f"most_{n}", type_=Integer).label("most"),
+            )
+            for n in range(count)
         )
-        .data(
-            [
-                (
-                    n,
-                    bindparam(f"user_id_{n}", type_=Integer),
-                    bindparam(f"after_{n}", type_=Integer),
-                    bindparam(f"most_{n}", type_=Integer),
-                )
-                for n in range(count)
-            ]
-        )
-        .cte("wanted")
-    )
+    ).cte("wanted")
     in_inbox_order = {"partition_by": wanted.c.n, "order_by": inbox_table.c.seq}
     ranked = (
         select(
