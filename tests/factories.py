@@ -115,7 +115,9 @@ def long_poll_in_background(app, person, **params):
 def metric(client, name: str, **labels) -> float:
     """A sample's value from /metrics (0 if absent). Metrics are per process, so tests
     compare before and after rather than expect absolute counts."""
-    text = client.get("/metrics").get_data(as_text=True)
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    text = response.get_data(as_text=True)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and sample.labels == labels:

@@ -9,7 +9,6 @@ import time
 import uuid
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests import factories
 from tests.contract import check_requests_response
@@ -24,8 +23,8 @@ WAITING_PROBE_S = 0.05
 class ApiClient(requests.Session):
     """A session bound to one instance's base URL; paths are relative to it.
 
-    It speaks the Flask test client's dialect (``query_string=``, ``get_json()``),
-    so the helpers of ``tests.factories`` drive real servers too.
+    It speaks the Flask test client's dialect (``query_string=``, ``get_json()``,
+    ``get_data()``), so the helpers of ``tests.factories`` drive real servers too.
     """
 
     def __init__(self, base_url: str) -> None:
@@ -44,6 +43,7 @@ class ApiClient(requests.Session):
         # runs, and gunicorn waits for open connections when it stops.
         body = response.content
         response.get_json = lambda: json.loads(body) if body else None
+        response.get_data = lambda as_text=False: body.decode() if as_text else body
         return response
 
 
@@ -74,24 +74,12 @@ def timed_poll(base_url: str, person: Person, **params) -> tuple[dict, float]:
 
 def waiting_polls(client: ApiClient) -> float:
     """Long polls held right now by the instance (its metrics sum every worker)."""
-    return metric_total(client, WAITING_GAUGE)
+    return factories.metric(client, WAITING_GAUGE)
 
 
 def database_queries(client: ApiClient) -> float:
     """Statements the instance has sent to the database so far."""
-    return metric_total(client, "parley_db_query_seconds_count")
-
-
-def metric_total(client: ApiClient, sample_name: str) -> float:
-    """The sum of an instance's samples of this name (its metrics sum every worker)."""
-    response = client.get("/metrics")
-    assert response.status_code == 200, response.text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-        if sample.name == sample_name
-    )
+    return factories.metric(client, "parley_db_query_seconds_count")
 
 
 def wait_for_waiting_polls(base_url: str, count: int) -> None:
