@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.orm import Session
 
 from api.accounts.models import Device, User
 from api.admission import stepping_aside
 from api.auth import Auth
-from api.db import db
+from api.db import db, utcnow
 from api.hub import coordinator
 from api.hub.trip import Trip
 from api.hub.waiters import Waiter
@@ -35,6 +35,7 @@ from api.inbox.reading import Batch, read_inbox
 from api.metrics import WAKE_UP_SECONDS
 
 users_table = User.__table__
+inbox_table = InboxEntry.__table__
 
 
 def _head_key(user_id: int) -> str:
@@ -60,6 +61,28 @@ def lock_users(session: Session, user_ids: Iterable[int]) -> None:
     )
 
 
+# Every recipient's entry in one statement, whatever their number: the rows come
+# from the users' bumped counters (a bulk insert of parameter rows ran one INSERT
+# per recipient, each a round trip under the recipients' locks). Built once, so
+# SQLAlchemy compiles it once per backend.
+_ENTRIES_FROM_BUMPED_HEADS = (
+    insert(inbox_table)
+    .from_select(
+        ["user_id", "seq", "type", "conversation_id", "message_id", "payload", "created_at"],
+        select(
+            users_table.c.id,
+            users_table.c.inbox_seq,
+            bindparam("type", type_=inbox_table.c.type.type),
+            bindparam("conversation_id", type_=inbox_table.c.conversation_id.type),
+            bindparam("message_id", type_=inbox_table.c.message_id.type),
+            bindparam("payload", type_=inbox_table.c.payload.type),
+            bindparam("created_at", type_=inbox_table.c.created_at.type),
+        ).where(users_table.c.id.in_(bindparam("user_ids", expanding=True))),
+    )
+    .returning(inbox_table.c.user_id, inbox_table.c.seq)
+)
+
+
 def do_append_entries(
     session: Session,
     user_ids: Iterable[int],
@@ -77,29 +100,24 @@ def do_append_entries(
     # rows that changed while the statement waited, and took a row lock again
     # behind a transaction already queued for it).
     lock_users(session, ids)
-    heads = dict(
-        session.execute(
-            update(users_table)
-            .where(users_table.c.id.in_(ids))
-            .values(inbox_seq=users_table.c.inbox_seq + 1)
-            .returning(users_table.c.id, users_table.c.inbox_seq)
-        ).all()
-    )
     session.execute(
-        insert(InboxEntry),
-        [
+        update(users_table)
+        .where(users_table.c.id.in_(ids))
+        .values(inbox_seq=users_table.c.inbox_seq + 1)
+    )
+    return dict(
+        session.execute(
+            _ENTRIES_FROM_BUMPED_HEADS,
             {
-                "user_id": uid,
-                "seq": seq,
+                "user_ids": ids,
                 "type": entry_type,
                 "conversation_id": conversation_id,
                 "message_id": message_id,
                 "payload": payload,
-            }
-            for uid, seq in heads.items()
-        ],
+                "created_at": utcnow(),
+            },
+        ).all()
     )
-    return heads
 
 
 def notify_inbox(heads: dict[int, int], by_device: int | None = None) -> None:
