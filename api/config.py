@@ -22,8 +22,13 @@ DEFAULTS: dict[str, Any] = {
     "DB_POOL_SIZE": 20,
     # API requests of a process working at once (long polls waiting do not
     # count); the rest wait their turn, and past ADMISSION_WAIT_S answer 503.
-    # About the Redis pool: the admitted never wait long for a connection.
-    "ADMITTED_REQUESTS": 32,
+    # Few: a worker runs one greenlet at a time, so each admitted request waits
+    # behind the others' work after every round trip. A group send holds its
+    # members' row locks across its round trips: with 32 admitted, the polls
+    # woken by the send before it kept those locks held over twice as long as
+    # with 8. Under the Redis and database pools: the admitted never wait for a
+    # connection.
+    "ADMITTED_REQUESTS": 8,
     "ADMISSION_WAIT_S": 10.0,
     "DB_POOL_TIMEOUT_S": 5.0,  # a request waits this long for a connection, then 503
     # A pooled connection unused this long is checked (one round trip) before a
