@@ -1,34 +1,20 @@
-"""Reading inboxes: one statement for all the polls of a process that read at once.
+"""Reading inboxes: one statement for all the polls of a process that read at once
+(see ``api.gathering``)."""
 
-A send to a group wakes the polls of every member at the same moment, and each
-would read its own inbox in a database round trip of its own. Instead a process
-keeps at most two such statements in flight, and the reads asked for meanwhile
-gather for the next: a wake-up of fifty polls costs three statements, and a
-poll that reads alone waits for nothing (two, so that one slow read, of a
-device far behind, holds up nobody). A read joins only a statement that
-has not started, so it always reads after its poll was armed (the waiter
-protocol holds). The polls waiting for a statement hold no database connection:
-only the one that runs it takes one.
-"""
-
-import threading
-from collections import deque
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import groupby
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Integer, Row, Select, bindparam, case, func, literal, select, union_all
+from sqlalchemy import Row, Select, bindparam, case, func, select
 
 from api.accounts.models import User
 from api.db import db
 from api.errors import ApiError
+from api.gathering import Gatherer, bound_rows, bound_values
 from api.inbox.models import InboxEntry
 from api.messages.models import Message
-
-GATHERED_MAX = 64  # inboxes one statement reads; more polls start a new gathering
-STATEMENTS_IN_FLIGHT = 2
 
 users_table = User.__table__
 inbox_table = InboxEntry.__table__
@@ -51,6 +37,7 @@ class Wanted:
     limit: int
 
 
+_WANTED_COLUMNS = ("user_id", "after", "most")
 _text_length = func.coalesce(func.length(messages_table.c.text), 0)
 
 
@@ -65,19 +52,7 @@ def _entries_after(count: int) -> Select:
     stays within the batch budget (or for the inbox's first text): no text
     travels that the answer will not carry.
     """
-    # One SELECT of bound values per inbox: SQLAlchemy caches the compiled form
-    # of a UNION ALL, and compiles a VALUES list again on every execution.
-    wanted = union_all(
-        *(
-            select(
-                literal(n, Integer).label("n"),
-                bindparam(f"user_id_{n}", type_=Integer).label("user_id"),
-                bindparam(f"after_{n}", type_=Integer).label("after"),
-                bindparam(f"most_{n}", type_=Integer).label("most"),
-            )
-            for n in range(count)
-        )
-    ).cte("wanted")
+    wanted = bound_rows("wanted", count, _WANTED_COLUMNS)
     in_inbox_order = {"partition_by": wanted.c.n, "order_by": inbox_table.c.seq}
     ranked = (
         select(
@@ -119,10 +94,9 @@ def read_inboxes(wanted: list[Wanted], budget: int) -> list[Batch | ApiError]:
     """Each inbox's entries after its ``after``: at most its ``limit``, and no more
     text than ``budget`` (always at least one entry, so a client always makes
     progress); or the 410 to answer if entries it has not confirmed were pruned."""
-    params: dict[str, int] = {"budget": budget}
-    for n, read in enumerate(wanted):
-        params |= {f"user_id_{n}": read.user_id, f"after_{n}": read.after}
-        params[f"most_{n}"] = read.limit + 1  # one more tells whether more wait
+    # Asked for one more than the limit: it tells whether more wait.
+    rows_wanted = [(read.user_id, read.after, read.limit + 1) for read in wanted]
+    params = {"budget": budget, **bound_values(rows_wanted, _WANTED_COLUMNS)}
     with db.statements() as session:
         rows = session.execute(_entries_after(len(wanted)), params).all()
     by_inbox = {n: list(inbox_rows) for n, inbox_rows in groupby(rows, key=lambda r: r.n)}
@@ -179,85 +153,11 @@ def _message_view(entry: Row) -> dict[str, Any]:
     }
 
 
-class _Gathering:
-    """Reads gathered for one statement; the first to join runs it on its turn."""
-
-    def __init__(self) -> None:
-        self.wanted: list[Wanted] = []
-        self.answers: list[Batch | ApiError] = []
-        self.failure: BaseException | None = None
-        self.turn = threading.Event()  # set when it may run
-        self.done = threading.Event()
-
-
-class ReadGatherer:
-    """At most ``STATEMENTS_IN_FLIGHT`` statements at a time; the reads that come
-    meanwhile gather for the next (at most ``GATHERED_MAX`` to a statement)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._in_flight = 0
-        self._queued: deque[_Gathering] = deque()  # the last one still gathers
-
-    def read(self, wanted: Wanted) -> Batch:
-        """The poll's answer (raises the 410 of a pruned cursor, or the statement's error)."""
-        while True:
-            gathering, index = self._join(wanted)
-            if index == 0:
-                self._lead(gathering)
-            else:
-                gathering.done.wait()
-            failure = gathering.failure
-            if failure is None:
-                break
-            if isinstance(failure, Exception):
-                raise failure
-            # Its leader was killed (its client or its process went away): read again.
-        answer = gathering.answers[index]
-        if isinstance(answer, ApiError):
-            raise answer
-        return answer
-
-    def _join(self, wanted: Wanted) -> tuple[_Gathering, int]:
-        with self._lock:
-            if self._in_flight < STATEMENTS_IN_FLIGHT:
-                self._in_flight += 1
-                gathering = _Gathering()
-                gathering.turn.set()
-            elif self._queued and len(self._queued[-1].wanted) < GATHERED_MAX:
-                gathering = self._queued[-1]
-            else:
-                gathering = _Gathering()
-                self._queued.append(gathering)
-            gathering.wanted.append(wanted)
-            return gathering, len(gathering.wanted) - 1
-
-    def _lead(self, gathering: _Gathering) -> None:
-        try:
-            gathering.turn.wait()
-            budget = current_app.config["INBOX_BATCH_MAX_CHARS"]
-            gathering.answers = read_inboxes(gathering.wanted, budget)
-        except BaseException as exc:
-            gathering.failure = exc
-            raise
-        finally:
-            gathering.done.set()
-            self._pass_turn(gathering)
-
-    def _pass_turn(self, gathering: _Gathering) -> None:
-        with self._lock:
-            if not gathering.turn.is_set():  # it never ran: take it out of the queue
-                self._queued.remove(gathering)
-            elif self._queued:
-                self._queued.popleft().turn.set()
-            else:
-                self._in_flight -= 1
-
-
 def init_reading(app: Flask) -> None:
-    app.extensions["parley.reads"] = ReadGatherer()
+    budget = app.config["INBOX_BATCH_MAX_CHARS"]
+    app.extensions["parley.reads"] = Gatherer(lambda wanted: read_inboxes(wanted, budget))
 
 
 def read_inbox(user_id: int, after: int, limit: int) -> Batch:
     """One poll's read, in the statement of the polls that read with it."""
-    return current_app.extensions["parley.reads"].read(Wanted(user_id, after, limit))
+    return current_app.extensions["parley.reads"].ask(Wanted(user_id, after, limit))
