@@ -9,8 +9,9 @@ free; the others wait their turn, in arrival order, and are answered 503 with
 ``Retry-After`` only past ``ADMISSION_WAIT_S``.
 
 A long poll gives its turn back while it waits (it holds nothing by then) and
-takes a new one when woken or out of time, so thousands of held polls keep
-nobody out. Coming back, it goes before the new requests: its client has waited
+takes a new one after the read that ends its wait (those reads gather, and
+bound themselves: ``api.gathering``), so thousands of held polls keep nobody
+out. Coming back, it goes before the new requests: its client has waited
 through the whole poll already, and under overload the server finishes the
 work it started (and sheds new work with 503s) rather than let a poll's answer
 come too late for the client that is still waiting for it.

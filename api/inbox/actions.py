@@ -279,14 +279,17 @@ def poll_inbox(start: PollStart, after: int, timeout: float, limit: int) -> Batc
     deadline = time.monotonic() + timeout
     while True:
         db.release()  # hold no connection while waiting, nor a turn to work
+        # Nor for the read: the polls woken together read together (at most two
+        # statements of a process in flight), however few turns are free.
         with stepping_aside():
             woken = waiter.wait(max(0.0, deadline - time.monotonic()))
-        if waiter.ended:
-            return Batch(cursor=after)
-        waiter.arm()  # before the re-read, never after
-        # Straight to the database: a wake-up means news, and after a timeout it
-        # is what makes a lost wake-up or a stale cached head cost one timeout at most.
-        batch = read_inbox(auth.user_id, after, limit)
+            if waiter.ended:
+                return Batch(cursor=after)
+            waiter.arm()  # before the re-read, never after
+            # Straight to the database: a wake-up means news, and after a timeout it
+            # is what makes a lost wake-up or a stale cached head cost one timeout at most.
+            batch = read_inbox(auth.user_id, after, limit)
+            db.release()  # SQLite reads in the request's transaction: not held while queued
         if batch.entries and woken:
             _observe_wake_up(batch)
         if batch.entries or not woken:
