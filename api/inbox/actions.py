@@ -17,16 +17,18 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from flask import current_app
-from sqlalchemy import bindparam, case, insert, select, update
+from flask import Flask, current_app
+from sqlalchemy import Update, bindparam, case, insert, select, update
 from sqlalchemy.orm import Session
 
 from api.accounts.models import Device, User
 from api.admission import stepping_aside
 from api.auth import Auth
 from api.db import db, utcnow
+from api.gathering import Gatherer, bound_rows, bound_values
 from api.hub import coordinator
 from api.hub.trip import Trip
 from api.hub.waiters import Waiter
@@ -34,7 +36,10 @@ from api.inbox.models import InboxEntry
 from api.inbox.reading import Batch, read_inbox
 from api.metrics import WAKE_UP_SECONDS
 
+# Core tables, not the ORM classes, in the poll's statements: an ORM-enabled
+# UPDATE went through the ORM's bulk-update machinery on every poll that confirms.
 users_table = User.__table__
+devices_table = Device.__table__
 inbox_table = InboxEntry.__table__
 
 
@@ -137,7 +142,7 @@ def notify_inbox(heads: dict[int, int], by_device: int | None = None) -> None:
 
 
 def _inbox_head(session: Session, user_id: int) -> int:
-    head = session.scalar(select(User.inbox_seq).where(User.id == user_id)) or 0
+    head = session.scalar(select(users_table.c.inbox_seq).where(users_table.c.id == user_id)) or 0
     remember_head(user_id, head)
     return head
 
@@ -176,20 +181,77 @@ def stored_cursor(auth: Auth, position: Position) -> int:
     if position.cursor is not None:
         return position.cursor
     with db.statements() as session:
-        cursor = session.scalar(select(Device.cursor).where(Device.id == auth.device_id)) or 0
+        cursor = (
+            session.scalar(
+                select(devices_table.c.cursor).where(devices_table.c.id == auth.device_id)
+            )
+            or 0
+        )
     remember_cursor(auth, cursor)
     return cursor
 
 
 def remember_cursor(auth: Auth, cursor: int, trip: Trip | None = None) -> None:
     """Cache the device's confirmed cursor (now or in ``trip``); it only moves forward."""
+    _remember_cursors({auth.device_id: cursor}, trip)
+
+
+def _remember_cursors(cursors: dict[int, int], trip: Trip | None = None) -> None:
     coordinator().hints.raise_to(
-        {_cursor_key(auth.device_id): cursor}, current_app.config["HEAD_CACHE_TTL_S"], trip
+        {_cursor_key(device_id): cursor for device_id, cursor in cursors.items()},
+        current_app.config["HEAD_CACHE_TTL_S"],
+        trip,
     )
 
 
 class CursorOutOfRange(ValueError):
     """A client confirmed entries that do not exist."""
+
+
+@dataclass(frozen=True)
+class Confirm:
+    """A device confirms its inbox up to ``seq``."""
+
+    device_id: int
+    seq: int
+
+
+_CONFIRM_COLUMNS = ("device_id", "seq")
+
+
+@cache
+def _cursors_raised(count: int) -> Update:
+    """Raise the cursors of ``count`` devices, built once per count."""
+    confirmed = bound_rows("confirmed", count, _CONFIRM_COLUMNS)
+    cursor = devices_table.c.cursor
+    return (
+        update(devices_table)
+        .where(devices_table.c.id == confirmed.c.device_id)
+        .values(cursor=case((cursor < confirmed.c.seq, confirmed.c.seq), else_=cursor))
+        .returning(devices_table.c.id, cursor)
+    )
+
+
+def write_cursors(confirms: list[Confirm]) -> list[int]:
+    """Store these confirmations in one statement, then cache them in one round
+    trip; returns each one's device cursor (cursors only move forward)."""
+    highest: dict[int, int] = {}
+    for confirm in confirms:  # a device asks twice: its second poll superseded the first
+        highest[confirm.device_id] = max(confirm.seq, highest.get(confirm.device_id, 0))
+    with db.statements() as session:
+        rows = session.execute(
+            _cursors_raised(len(highest)), bound_values(list(highest.items()), _CONFIRM_COLUMNS)
+        ).all()
+        session.commit()
+    cursors = dict(rows)  # a device deleted meanwhile (logged out) has none
+    _remember_cursors(cursors)
+    return [cursors.get(confirm.device_id, confirm.seq) for confirm in confirms]
+
+
+def init_cursors(app: Flask) -> None:
+    """Confirmations of a process that come at once share one statement (see
+    ``api.gathering``): every poll woken by a group send confirms what it got."""
+    app.extensions["parley.cursors"] = Gatherer(write_cursors)
 
 
 def do_confirm(auth: Auth, seq: int, position: Position) -> int:
@@ -200,19 +262,11 @@ def do_confirm(auth: Auth, seq: int, position: Position) -> int:
     """
     if position.cursor is not None and position.cursor >= seq:
         return position.cursor
-    with db.statements() as session:
-        head_known = position.head is not None and position.head >= seq
-        if not head_known and _inbox_head(session, auth.user_id) < seq:
-            raise CursorOutOfRange(seq)
-        cursor = session.scalar(
-            update(Device)
-            .where(Device.id == auth.device_id)
-            .values(cursor=case((Device.cursor < seq, seq), else_=Device.cursor))
-            .returning(Device.cursor)
-        )
-        session.commit()
-    remember_cursor(auth, cursor)
-    return cursor
+    if position.head is None or position.head < seq:
+        with db.statements() as session:
+            if _inbox_head(session, auth.user_id) < seq:
+                raise CursorOutOfRange(seq)
+    return current_app.extensions["parley.cursors"].ask(Confirm(auth.device_id, seq))
 
 
 def _read_if_new(auth: Auth, after: int, limit: int, cached_head: int | None) -> Batch:
