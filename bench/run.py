@@ -59,6 +59,9 @@ class RunSettings:
     # Seconds over which the devices' first polls are spread (0: all at once).
     ramp_s: float = 0.0
     probe_workload: str = "watchers"  # the workload whose devices the hold probe uses
+    # The same for the hold probe's one poll per device (None: ramp_s); under the
+    # long-poll cap, or the first polls end before the last ones are held.
+    probe_ramp_s: float | None = None
     long_poll_cap_s: float = 25.0
 
 
@@ -196,8 +199,9 @@ async def hold_probe(context: Context, devices: list[Device]) -> dict[str, Any]:
     before = sorted(sampler.pss_now("web") for _ in range(3))[1]
     sampler.mark()
     started = loop.time()
-    wait = f"{context.settings.long_poll_cap_s:g}"
-    ramp_s = context.settings.ramp_s
+    settings = context.settings
+    wait = f"{settings.long_poll_cap_s:g}"
+    ramp_s = settings.ramp_s if settings.probe_ramp_s is None else settings.probe_ramp_s
     polls = [
         asyncio.create_task(
             clients.after(

@@ -136,6 +136,7 @@ async def measure_all(url: str, args: argparse.Namespace, sampler: Sampler) -> d
         tail_s=2.0,
         drain_s=LONG_POLL_S + 10,
         probe_workload="chat",
+        probe_ramp_s=args.waiting / RAMP_PER_S,
         long_poll_cap_s=LONG_POLL_S,
     )
     api = Api(url, 2 * max(args.waiting, args.empty_devices) + 100)
