@@ -6,7 +6,7 @@ uses, so the size limit holds under concurrent adds and nothing deadlocks.
 """
 
 from flask import current_app
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,14 +26,25 @@ def _not_found(conversation_id: int) -> ApiError:
     return ApiError(404, "conversation_not_found", f"No conversation {conversation_id} of yours.")
 
 
+memberships_table = Membership.__table__
+
+# The statements of every send, built once: building one costs about what its
+# round trip does.
+_MEMBER_IDS = (
+    select(memberships_table.c.user_id)
+    .where(memberships_table.c.conversation_id == bindparam("conversation"))
+    .order_by(memberships_table.c.user_id)
+)
+_NEXT_SEQ = (
+    update(conversations_table)
+    .where(conversations_table.c.id == bindparam("conversation"))
+    .values(last_seq=conversations_table.c.last_seq + 1)
+    .returning(conversations_table.c.last_seq)
+)
+
+
 def member_ids(session: Session, conversation_id: int) -> list[int]:
-    return list(
-        session.scalars(
-            select(Membership.user_id)
-            .where(Membership.conversation_id == conversation_id)
-            .order_by(Membership.user_id)
-        )
-    )
+    return list(session.scalars(_MEMBER_IDS, {"conversation": conversation_id}))
 
 
 def access_conversation(
@@ -57,12 +68,7 @@ def access_next_seq(session: Session, conversation_id: int, user_id: int) -> tup
     ``access_conversation(lock=True)`` would): one sender at a time per
     conversation, which is the conversation order.
     """
-    seq = session.scalar(
-        update(conversations_table)
-        .where(conversations_table.c.id == conversation_id)
-        .values(last_seq=conversations_table.c.last_seq + 1)
-        .returning(conversations_table.c.last_seq)
-    )
+    seq = session.scalar(_NEXT_SEQ, {"conversation": conversation_id})
     members = member_ids(session, conversation_id) if seq is not None else []
     if user_id not in members:
         session.rollback()

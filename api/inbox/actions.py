@@ -51,19 +51,24 @@ def _cursor_key(device_id: int) -> str:
     return f"{coordinator().prefix}cursor:{device_id}"
 
 
-def lock_users(session: Session, user_ids: Iterable[int]) -> None:
-    """Lock these user rows until commit, in id order (the one order every writer uses).
+# The statements of every send, built once (building one costs about what its
+# round trip does). FOR NO KEY UPDATE, not FOR UPDATE: rows other transactions
+# insert (messages, devices) take KEY SHARE locks on their user through the
+# foreign key, and FOR UPDATE would wait on those: two crossing group sends
+# would deadlock.
+_the_users = users_table.c.id.in_(bindparam("user_ids", expanding=True))
+_LOCK_USERS = (
+    select(users_table.c.id)
+    .where(_the_users)
+    .order_by(users_table.c.id)
+    .with_for_update(key_share=True)
+)
+_BUMP_HEADS = update(users_table).where(_the_users).values(inbox_seq=users_table.c.inbox_seq + 1)
 
-    FOR NO KEY UPDATE, not FOR UPDATE: rows other transactions insert (messages,
-    devices) take KEY SHARE locks on their user through the foreign key, and FOR
-    UPDATE would wait on those: two crossing group sends would deadlock.
-    """
-    session.execute(
-        select(users_table.c.id)
-        .where(users_table.c.id.in_(sorted(set(user_ids))))
-        .order_by(users_table.c.id)
-        .with_for_update(key_share=True)
-    )
+
+def lock_users(session: Session, user_ids: Iterable[int]) -> None:
+    """Lock these user rows until commit, in id order (the one order every writer uses)."""
+    session.execute(_LOCK_USERS, {"user_ids": sorted(set(user_ids))})
 
 
 # Every recipient's entry in one statement, whatever their number: the rows come
@@ -105,11 +110,7 @@ def do_append_entries(
     # rows that changed while the statement waited, and took a row lock again
     # behind a transaction already queued for it).
     lock_users(session, ids)
-    session.execute(
-        update(users_table)
-        .where(users_table.c.id.in_(ids))
-        .values(inbox_seq=users_table.c.inbox_seq + 1)
-    )
+    session.execute(_BUMP_HEADS, {"user_ids": ids})
     return dict(
         session.execute(
             _ENTRIES_FROM_BUMPED_HEADS,
