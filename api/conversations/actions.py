@@ -18,6 +18,7 @@ from api.inbox.actions import do_append_entries, notify_inbox
 from api.inbox.models import MEMBER_JOINED, MEMBER_LEFT
 
 conversations_table = Conversation.__table__
+users_table = User.__table__
 
 
 def _not_found(conversation_id: int) -> ApiError:
@@ -34,6 +35,13 @@ _MEMBER_IDS = (
     select(memberships_table.c.user_id)
     .where(memberships_table.c.conversation_id == bindparam("conversation"))
     .order_by(memberships_table.c.user_id)
+)
+_LOCK_MEMBERS = (
+    select(users_table.c.id)
+    .join(memberships_table, memberships_table.c.user_id == users_table.c.id)
+    .where(memberships_table.c.conversation_id == bindparam("conversation"))
+    .order_by(users_table.c.id)
+    .with_for_update(of=users_table, key_share=True)
 )
 _NEXT_SEQ = (
     update(conversations_table)
@@ -61,15 +69,16 @@ def access_conversation(
 
 
 def access_next_seq(session: Session, conversation_id: int, user_id: int) -> tuple[int, list[int]]:
-    """Take the conversation's next message seq and its members; 404 unless ``user_id``
-    is one of them.
+    """Take the conversation's next message seq and its members, their user rows
+    locked (as ``lock_users`` does, in id order); 404 unless ``user_id`` is one of them.
 
     The bump locks the conversation row until commit (FOR NO KEY UPDATE, as
     ``access_conversation(lock=True)`` would): one sender at a time per
-    conversation, which is the conversation order.
+    conversation, which is the conversation order. Membership changes take that
+    lock first too, so the members listed under it stay the members until commit.
     """
     seq = session.scalar(_NEXT_SEQ, {"conversation": conversation_id})
-    members = member_ids(session, conversation_id) if seq is not None else []
+    members = list(session.scalars(_LOCK_MEMBERS, {"conversation": conversation_id}))
     if user_id not in members:
         session.rollback()
         raise _not_found(conversation_id)

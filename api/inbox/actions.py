@@ -110,12 +110,25 @@ def do_append_entries(
     # rows that changed while the statement waited, and took a row lock again
     # behind a transaction already queued for it).
     lock_users(session, ids)
-    session.execute(_BUMP_HEADS, {"user_ids": ids})
+    return append_to_locked(session, ids, entry_type, conversation_id, message_id, payload)
+
+
+def append_to_locked(
+    session: Session,
+    user_ids: list[int],
+    entry_type: str,
+    conversation_id: int | None,
+    message_id: int | None = None,
+    payload: dict[str, Any] | None = None,
+) -> dict[int, int]:
+    """``do_append_entries`` for users whose rows this transaction has locked
+    already, in id order (a send locks its members as it lists them)."""
+    session.execute(_BUMP_HEADS, {"user_ids": user_ids})
     return dict(
         session.execute(
             _ENTRIES_FROM_BUMPED_HEADS,
             {
-                "user_ids": ids,
+                "user_ids": user_ids,
                 "type": entry_type,
                 "conversation_id": conversation_id,
                 "message_id": message_id,

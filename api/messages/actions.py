@@ -1,9 +1,9 @@
 """Sending messages (idempotently) and reading a conversation's history.
 
 A send bumps the conversation's counter, which locks its row (the
-conversation order: one writer at a time per conversation), checks membership
-under that lock, then writes the message and every member's inbox entry in one
-transaction. Only after the commit are the members woken: a 201 means it is
+conversation order: one writer at a time per conversation), lists and locks the
+members under that lock (checking the sender is one), then writes the message
+and every member's inbox entry in one transaction. Only after the commit are the members woken: a 201 means it is
 durable for everyone.
 """
 
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from api.auth import Auth
 from api.conversations.actions import access_next_seq
 from api.errors import ApiError
-from api.inbox.actions import do_append_entries, notify_inbox
+from api.inbox.actions import append_to_locked, notify_inbox
 from api.inbox.models import MESSAGE
 from api.messages.models import Message
 
@@ -68,7 +68,7 @@ def do_send_message(
     session.add(message)
     try:
         session.flush()
-        heads = do_append_entries(session, members, MESSAGE, conversation_id, message.id)
+        heads = append_to_locked(session, members, MESSAGE, conversation_id, message.id)
         session.commit()
     except IntegrityError:
         session.rollback()
