@@ -3,8 +3,8 @@
 A send bumps the conversation's counter, which locks its row (the
 conversation order: one writer at a time per conversation), lists and locks the
 members under that lock (checking the sender is one), then writes the message
-and every member's inbox entry in one transaction. Only after the commit are the members woken: a 201 means it is
-durable for everyone.
+and every member's inbox entry in one transaction. Only after the commit are
+the members woken: a 201 means it is durable for everyone.
 """
 
 from sqlalchemy import select
