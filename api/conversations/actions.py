@@ -18,6 +18,7 @@ from api.inbox.actions import do_append_entries, notify_inbox
 from api.inbox.models import MEMBER_JOINED, MEMBER_LEFT
 
 conversations_table = Conversation.__table__
+memberships_table = Membership.__table__
 users_table = User.__table__
 
 
@@ -27,10 +28,8 @@ def _not_found(conversation_id: int) -> ApiError:
     return ApiError(404, "conversation_not_found", f"No conversation {conversation_id} of yours.")
 
 
-memberships_table = Membership.__table__
-
-# The statements of every send, built once: building one costs about what its
-# round trip does.
+# Built once: building a statement costs about what its round trip does. The
+# last two run in every send.
 _MEMBER_IDS = (
     select(memberships_table.c.user_id)
     .where(memberships_table.c.conversation_id == bindparam("conversation"))

@@ -87,7 +87,7 @@ _ENTRIES_FROM_BUMPED_HEADS = (
             bindparam("message_id", type_=inbox_table.c.message_id.type),
             bindparam("payload", type_=inbox_table.c.payload.type),
             bindparam("created_at", type_=inbox_table.c.created_at.type),
-        ).where(users_table.c.id.in_(bindparam("user_ids", expanding=True))),
+        ).where(_the_users),
     )
     .returning(inbox_table.c.user_id, inbox_table.c.seq)
 )
