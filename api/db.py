@@ -55,21 +55,28 @@ class Base(DeclarativeBase):
 # A database that stops answering must turn requests into quick 503s, not hang
 # them: give up connecting after 3 s, and drop a connection whose sent data goes
 # unacknowledged for 10 s (a server that vanished without closing it).
-# No server-side prepared statements: psycopg drops them all (DEALLOCATE ALL, a
-# round trip) whenever a transaction rolls back, which every read-only request
-# does when it returns its connection, so they were re-made and thrown away
-# instead of reused.
-POSTGRES_CONNECT_ARGS = {
-    "connect_timeout": 3,
-    "tcp_user_timeout": 10_000,
-    "prepare_threshold": None,
-}
+POSTGRES_CONNECT_ARGS = {"connect_timeout": 3, "tcp_user_timeout": 10_000}
+
+# psycopg prepares a statement on the server once a connection has run it this
+# many times; from then on PostgreSQL neither parses nor plans it again (half of
+# its CPU for a poll that times out). A rollback of an open transaction drops
+# them all (DEALLOCATE ALL, a round trip), so reads run outside transactions
+# (``Database.statements``).
+PREPARE_AFTER_RUNS = 5
 
 
 def make_engine(
-    url: str, pool_size: int = 10, pool_timeout: float = 5.0, ping_if_idle_s: float = 1.0
+    url: str,
+    pool_size: int = 10,
+    pool_timeout: float = 5.0,
+    ping_if_idle_s: float = 1.0,
+    prepared_statements: bool = True,
 ) -> Engine:
-    """An engine for ``url``; SQLite gets the settings that make it safe to share."""
+    """An engine for ``url``; SQLite gets the settings that make it safe to share.
+
+    ``prepared_statements=False`` for a connection pooler that cannot keep them
+    (PgBouncer before 1.21 in transaction mode).
+    """
     if url.startswith("sqlite"):
         # One connection per process: every transaction takes SQLite's write lock
         # (see below), and SQLite waits for that lock in C, which under gevent
@@ -91,7 +98,10 @@ def make_engine(
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=pool_timeout,
-        connect_args=POSTGRES_CONNECT_ARGS,
+        connect_args={
+            **POSTGRES_CONNECT_ARGS,
+            "prepare_threshold": PREPARE_AFTER_RUNS if prepared_statements else None,
+        },
     )
     _ping_connections_idle_for(engine, ping_if_idle_s)
     return engine
@@ -157,6 +167,7 @@ class Database:
             pool_size=app.config["DB_POOL_SIZE"],
             pool_timeout=app.config["DB_POOL_TIMEOUT_S"],
             ping_if_idle_s=app.config["DB_PING_IF_IDLE_S"],
+            prepared_statements=app.config["DB_PREPARED_STATEMENTS"],
         )
         time_queries(engine)
         app.extensions["parley.db"] = sessionmaker(engine, expire_on_commit=False)
@@ -187,11 +198,12 @@ class Database:
         """A session whose statements commit one by one (on PostgreSQL), for the block;
         its connection goes back to the pool when the block ends.
 
-        For the poll's reads and one-statement writes: it saves the BEGIN and the
-        COMMIT or ROLLBACK round trips, and no answer changes, because under READ
-        COMMITTED each statement of a transaction reads a fresh snapshot anyway.
-        Call ``commit()`` after a write all the same: on SQLite the block runs in
-        the request's transaction.
+        For reads and one-statement writes: it saves the BEGIN and the COMMIT or
+        ROLLBACK round trips (and a rollback would drop the connection's prepared
+        statements), and no answer changes, because under READ COMMITTED each
+        statement of a transaction reads a fresh snapshot anyway. Call
+        ``commit()`` after a write all the same: on SQLite the block runs in the
+        request's transaction.
         """
         factory = current_app.extensions["parley.db.statements"]
         if factory is None:

@@ -26,7 +26,8 @@ def readyz():
     """The process can reach its database (and Redis in scaled mode)."""
     checks = {"database": "ok"}
     try:
-        db.session.execute(text("SELECT 1"))
+        with db.statements() as session:
+            session.execute(text("SELECT 1"))
     except Exception:
         current_app.logger.warning("readiness: database unreachable", exc_info=True)
         checks["database"] = "unreachable"

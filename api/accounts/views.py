@@ -49,7 +49,8 @@ def log_out():
 @authenticated
 def me():
     """The logged-in user's profile and settings."""
-    return me_schema.dump(actions.access_user(db.session, current_auth().user_id))
+    with db.statements() as session:
+        return me_schema.dump(actions.access_user(session, current_auth().user_id))
 
 
 @bp.patch("/users/me")
@@ -64,7 +65,8 @@ def update_me():
 @authenticated
 def get_user(user_id: int):
     """A user's public profile."""
-    return user_schema.dump(actions.access_user(db.session, user_id))
+    with db.statements() as session:
+        return user_schema.dump(actions.access_user(session, user_id))
 
 
 @bp.get("/users")
@@ -72,6 +74,7 @@ def get_user(user_id: int):
 def find_users():
     """Look a user up by username (a list: empty when nobody has it)."""
     query = load_query(user_lookup_schema)
-    return {
-        "users": users_schema.dump(actions.find_users_by_username(db.session, query["username"]))
-    }
+    with db.statements() as session:
+        return {
+            "users": users_schema.dump(actions.find_users_by_username(session, query["username"]))
+        }

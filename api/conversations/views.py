@@ -1,4 +1,5 @@
 from flask import Blueprint
+from sqlalchemy.orm import Session
 
 from api.accounts.schemas import user_schema
 from api.auth import authenticated, current_auth
@@ -18,8 +19,8 @@ from api.validation import load_json
 bp = Blueprint("conversations", __name__, url_prefix="/v1/conversations")
 
 
-def _with_members(conversations) -> list[dict]:
-    members = actions.members_by_conversation(db.session, [c.id for c in conversations])
+def _with_members(session: Session, conversations) -> list[dict]:
+    members = actions.members_by_conversation(session, [c.id for c in conversations])
     columns = Conversation.__table__.columns.keys()
     return [
         {**{name: getattr(c, name) for name in columns}, "members": members[c.id]}
@@ -40,24 +41,28 @@ def create_conversation():
             db.session, user_id, data["title"], set(data["member_ids"])
         )
         created = True
-    return conversation_schema.dump(_with_members([conversation])[0]), 201 if created else 200
+    with db.statements() as session:
+        answer = conversation_schema.dump(_with_members(session, [conversation])[0])
+    return answer, 201 if created else 200
 
 
 @bp.get("")
 @authenticated
 def my_conversations():
     """The conversations I belong to, newest first, with their members."""
-    conversations = actions.list_conversations(db.session, current_auth().user_id)
-    return {"conversations": conversations_schema.dump(_with_members(conversations))}
+    with db.statements() as session:
+        conversations = actions.list_conversations(session, current_auth().user_id)
+        return {"conversations": conversations_schema.dump(_with_members(session, conversations))}
 
 
 @bp.get("/<id:conversation_id>")
 @authenticated
 def get_conversation(conversation_id: int):
     """One conversation of mine with its members and their presence."""
-    conversation = actions.access_conversation(db.session, conversation_id, current_auth().user_id)
-    detail = _with_members([conversation])[0]
-    states = presence_of(db.session, [member.id for member in detail["members"]])
+    with db.statements() as session:
+        conversation = actions.access_conversation(session, conversation_id, current_auth().user_id)
+        detail = _with_members(session, [conversation])[0]
+        states = presence_of(session, [member.id for member in detail["members"]])
     detail["members"] = [
         {
             **{name: getattr(member, name) for name in user_schema.dump_fields},
@@ -76,7 +81,8 @@ def add_members(conversation_id: int):
     conversation = actions.do_add_members(
         db.session, conversation_id, current_auth().user_id, set(data["member_ids"])
     )
-    return conversation_schema.dump(_with_members([conversation])[0])
+    with db.statements() as session:
+        return conversation_schema.dump(_with_members(session, [conversation])[0])
 
 
 @bp.delete("/<id:conversation_id>/members/<id:user_id>")

@@ -49,8 +49,9 @@ def history(conversation_id: int):
     """A page of the conversation's history, oldest first."""
     query = load_query(history_query_schema)
     limit = query.get("limit", current_app.config["HISTORY_LIMIT_DEFAULT"])
-    access_conversation(db.session, conversation_id, current_auth().user_id)
-    messages, has_more = actions.list_messages(
-        db.session, conversation_id, query.get("before"), query.get("after"), limit
-    )
-    return history_page_schema.dump({"messages": messages, "has_more": has_more})
+    with db.statements() as session:
+        access_conversation(session, conversation_id, current_auth().user_id)
+        messages, has_more = actions.list_messages(
+            session, conversation_id, query.get("before"), query.get("after"), limit
+        )
+        return history_page_schema.dump({"messages": messages, "has_more": has_more})

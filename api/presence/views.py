@@ -15,8 +15,9 @@ bp = Blueprint("presence", __name__, url_prefix="/v1/presence")
 def presence():
     """Whether each user is online, and when they were last seen (if they show it)."""
     user_ids = load_query(presence_query_schema)["user_ids"]
-    check_users_exist(db.session, set(user_ids), field="user_ids")
-    states = presence_of(db.session, user_ids)
+    with db.statements() as session:
+        check_users_exist(session, set(user_ids), field="user_ids")
+        states = presence_of(session, user_ids)
     return presence_list_schema.dump(
         {"presence": [{"user_id": uid, **states[uid]} for uid in user_ids]}
     )
