@@ -10,7 +10,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.factories import Person, create_group, log_in, open_direct, send, sign_up
+from tests.factories import (
+    Person,
+    create_group,
+    log_in,
+    open_direct,
+    scaled_only,
+    send,
+    sign_up,
+)
 from tests.spec import Operation, authenticated_operations
 
 PROTECTED = authenticated_operations()
@@ -114,3 +122,19 @@ def test_another_users_conversation_is_404_and_shows_nothing(client, chats, op, 
     for secret in (SECRET_TITLE, SECRET_TEXT, "annika", "benedikt"):
         assert secret not in shown
     assert what_annika_sees(client, chats, conversation) == before
+
+
+@scaled_only
+def test_a_token_logged_out_elsewhere_is_401_on_a_poll_with_a_bad_query(make_app, client):
+    """A process that verified a token before confirms it in the poll's own Redis
+    round trip, after reading the query; a query it refuses must still answer 401
+    for a token that was logged out through another process, not 422."""
+    ann = sign_up(client, "ann")
+    assert client.get("/v1/inbox", headers=ann.auth).status_code == 200  # remembered here
+
+    elsewhere = make_app().test_client()
+    assert elsewhere.delete("/v1/sessions/current", headers=ann.auth).status_code == 204
+
+    answer = client.get("/v1/inbox?timeout=soon", headers=ann.auth)
+    assert answer.status_code == 401, answer.get_json()
+    assert answer.get_json()["error"]["code"] == "unauthorized"

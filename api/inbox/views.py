@@ -27,7 +27,12 @@ def poll():
     """
     auth, claim = claim_auth()
     g.auth = auth  # for current_auth()
-    query = load_query(poll_query_schema)
+    try:
+        query = load_query(poll_query_schema)
+    except ValidationError:
+        if claim is not None:  # not confirmed yet: a logged-out token answers 401, not 422
+            authenticate(auth.token_hash)
+        raise
     config = current_app.config
     timeout = min(query["timeout"], config["LONG_POLL_CAP_S"])
     with actions.polling(auth, timeout) as start:
