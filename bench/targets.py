@@ -19,6 +19,9 @@ as for ``compare``, or ``--url``):
             --hold-processes client processes (one process may open only so
             many files): polls held, errors, memory per poll
 
+``--only waiting`` (or any comma-separated few) runs just those and shows their
+targets: a few minutes to compare two versions of the code on one scenario.
+
 Every (message, device) delivery is checked as in ``compare``: lost and
 duplicated must be 0. Each target is then read off one run: a percentile or a
 ratio, not a timing to pass or fail on another machine.
@@ -56,6 +59,7 @@ LONG_POLL_S = 25.0  # the server's cap: what a phone behind a proxy would use
 # (log-in caches, presence), so this keeps the two cores from a queue of them.
 RAMP_PER_S = 500
 KIB = 1024
+SCENARIOS = ("waiting", "fan-out", "empty", "holding")
 
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {
@@ -107,10 +111,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--results", type=Path, default=repo_root() / "bench" / "results", help="output directory"
     )
     parser.add_argument("--publish", action="store_true", help="also write bench/TARGETS.md")
+    parser.add_argument(
+        "--only",
+        type=_scenarios,
+        default=SCENARIOS,
+        help=f"comma-separated scenarios to run (default all: {','.join(SCENARIOS)})",
+    )
     return parser
 
 
+def _scenarios(value: str) -> tuple[str, ...]:
+    chosen = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = sorted(set(chosen) - set(SCENARIOS))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(SCENARIOS)}")
+    return tuple(name for name in SCENARIOS if name in chosen)
+
+
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill in the profile's sizes; refuse to publish a partial table."""
+    if args.publish and args.only != SCENARIOS:
+        raise SystemExit("--publish writes the whole table: run every scenario (no --only)")
     profile = PROFILES["quick" if args.quick else "default"]
     for key, value in profile.items():
         if getattr(args, key) is None:
@@ -119,7 +140,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 
 async def measure_all(url: str, args: argparse.Namespace, sampler: Sampler) -> dict[str, Any]:
-    """Run the four scenarios; returns their raw records."""
+    """Run the chosen scenarios (``args.only``); returns their raw records."""
     # The devices come online over --waiting-ramp seconds, by default one
     # long-poll period (and at most RAMP_PER_S a second), so their polls time out
     # spread out as in the steady state the bar is about. Coming online faster,
@@ -140,27 +161,33 @@ async def measure_all(url: str, args: argparse.Namespace, sampler: Sampler) -> d
         long_poll_cap_s=LONG_POLL_S,
     )
     api = Api(url, 2 * max(args.waiting, args.empty_devices) + 100)
-    bar = tqdm(total=4, desc="targets", unit="scenario")
+    bar = tqdm(total=len(args.only), desc="targets", unit="scenario")
     context = Context(api, Ledger(), sampler, settings, bar)
     results: dict[str, Any] = {}
     try:
-        chat = workloads.chat(
-            args.seed, args.waiting // 2, every_s=args.waiting / args.rate, window_s=args.window
-        )
-        records, probe, _ = await run_workload(context, chat, 0)  # counts on the bar itself
-        results["waiting"] = {"phase": records[0], "probe": probe}
-        fan_out = workloads.fan_out(
-            args.seed, args.senders, args.receivers, args.fan_out_rate, args.window
-        )
-        records, _, _ = await run_workload(context, fan_out, 1)
-        results["fan-out"] = {
-            "phase": records[0],
-            "delivered_per_s": delivered_per_second(context.ledger, "fan-out/long 25s"),
-        }
-        results["empty"] = await empty_polls(context, args.empty_devices, args.empty_window)
-        bar.update()
-        results["holding"] = await hold_many(context, url, args.hold, args.hold_processes, sampler)
-        bar.update()
+        if "waiting" in args.only:
+            chat = workloads.chat(
+                args.seed, args.waiting // 2, every_s=args.waiting / args.rate, window_s=args.window
+            )
+            records, probe, _ = await run_workload(context, chat, 0)  # counts on the bar itself
+            results["waiting"] = {"phase": records[0], "probe": probe}
+        if "fan-out" in args.only:
+            fan_out = workloads.fan_out(
+                args.seed, args.senders, args.receivers, args.fan_out_rate, args.window
+            )
+            records, _, _ = await run_workload(context, fan_out, 1)
+            results["fan-out"] = {
+                "phase": records[0],
+                "delivered_per_s": delivered_per_second(context.ledger, "fan-out/long 25s"),
+            }
+        if "empty" in args.only:
+            results["empty"] = await empty_polls(context, args.empty_devices, args.empty_window)
+            bar.update()
+        if "holding" in args.only:
+            results["holding"] = await hold_many(
+                context, url, args.hold, args.hold_processes, sampler
+            )
+            bar.update()
     finally:
         bar.close()
         await api.close()
@@ -267,6 +294,7 @@ class Target:
     what: str
     measured: Callable[[dict[str, Any]], str]
     met: Callable[[dict[str, Any]], bool]
+    scenarios: tuple[str, ...]  # shown when any of them ran
 
 
 def _ms(seconds: float | None) -> str:
@@ -305,7 +333,7 @@ def _polls_per_worker(r: dict[str, Any]) -> float:
 
 
 def _broken(r: dict[str, Any]) -> int:
-    phases = [r["waiting"]["phase"], r["fan-out"]["phase"]]
+    phases = [r[scenario]["phase"] for scenario in ("waiting", "fan-out") if scenario in r]
     return sum(
         p["lost"] + p["duplicates"] + p["seq_gaps"] + p["out_of_order"] + p["cursor_mismatches"]
         for p in phases
@@ -320,61 +348,73 @@ def targets(args: argparse.Namespace) -> list[Target]:
             f"long-poll delivery p50 ≤ 5 ms ({waiting})",
             lambda r: _ms(_latency(r, "waiting", "p50")),
             lambda r: _latency(r, "waiting", "p50") <= 0.005,
+            ("waiting",),
         ),
         Target(
             f"long-poll delivery p99 ≤ 25 ms ({waiting})",
             lambda r: _ms(_latency(r, "waiting", "p99")),
             lambda r: _latency(r, "waiting", "p99") <= 0.025,
+            ("waiting",),
         ),
         Target(
             f"≤ 2 ms server CPU per delivered message ({waiting})",
             lambda r: f"{_cpu(r, 'waiting'):.2f} ms",
             lambda r: _cpu(r, "waiting") <= 2.0,
+            ("waiting",),
         ),
         Target(
             f"≥ 1,000 delivered messages/s ({fan_out})",
             lambda r: f"{r['fan-out']['delivered_per_s']:,.0f}/s",
             lambda r: r["fan-out"]["delivered_per_s"] >= 1000,
+            ("fan-out",),
         ),
         Target(
             f"p99 ≤ 100 ms at that rate ({fan_out})",
             lambda r: _ms(_latency(r, "fan-out", "p99")),
             lambda r: _latency(r, "fan-out", "p99") <= 0.1,
+            ("fan-out",),
         ),
         Target(
             f"≤ 2 ms server CPU per delivered message ({fan_out})",
             lambda r: f"{_cpu(r, 'fan-out'):.2f} ms",
             lambda r: _cpu(r, "fan-out") <= 2.0,
+            ("fan-out",),
         ),
         Target(
             f"≤ 30 KiB per waiting long poll ({args.waiting:,} held)",
             lambda r: _memory(r["waiting"]["probe"]),
             lambda r: _memory_met(r["waiting"]["probe"], args.waiting),
+            ("waiting",),
         ),
         Target(
             f"≤ 30 KiB per waiting long poll ({args.hold:,} held)",
             lambda r: _memory(r["holding"]),
             lambda r: _memory_met(r["holding"], args.hold),
+            ("holding",),
         ),
         Target(
             f"{args.hold:,} concurrent waiting long polls without errors",
             lambda r: f"{r['holding']['held']:,.0f} held, {r['holding']['errors']:,} errors",
             lambda r: r["holding"]["held"] >= args.hold and r["holding"]["errors"] == 0,
+            ("holding",),
         ),
         Target(
             "an empty short poll costs no database query",
             lambda r: f"{r['empty']['db_queries']:.0f} queries in {r['empty']['polls']:,} polls",
             lambda r: r["empty"]["db_queries"] == 0 and r["empty"]["polls"] > 0,
+            ("empty",),
         ),
         Target(
             "≥ 2,000 empty polls/s per worker process",
             lambda r: f"{_polls_per_worker(r):,.0f}/s",
             lambda r: _polls_per_worker(r) >= 2000,
+            ("empty",),
         ),
         Target(
             "0 lost, 0 duplicated (every delivery checked)",
             lambda r: f"{_broken(r)} lost, duplicated, skipped or reordered",
             lambda r: _broken(r) == 0,
+            ("waiting", "fan-out"),
         ),
     ]
 
@@ -388,7 +428,12 @@ def table(rows: list[tuple[str, str, bool]]) -> str:
 
 
 def evaluate(args: argparse.Namespace, results: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    return [(t.what, t.measured(results), t.met(results)) for t in targets(args)]
+    """Each target of the scenarios that ran: what it is, what was measured, and if it was met."""
+    return [
+        (t.what, t.measured(results), t.met(results))
+        for t in targets(args)
+        if any(scenario in results for scenario in t.scenarios)
+    ]
 
 
 def write(record: dict[str, Any], rows: list, results_dir: Path, stamp: str, publish: bool) -> Path:
