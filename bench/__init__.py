@@ -2,7 +2,8 @@
 performance bar, measured (``python -m bench targets``).
 
 __main__.py   the CLI: options, profiles (default, --quick), exit status
-targets.py    the bar's scenarios (waiting, fan-out, empty, holding) and its table
+targets.py    the bar's scenarios (waiting, fan-out, empty, holding), measured
+bar.py        the bar's targets, read off those measurements, and its table
 holders.py    many long polls held from several client processes
 server.py     start/stop Parley in the scaled mode (gunicorn, PostgreSQL, Redis)
 workloads.py  watchers, chat, group-burst, fan-out: devices, conversations, sends

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from api.config import DEFAULTS
-from bench import report, targets, workloads
+from bench import bar, report, targets, workloads
 from bench.clients import SetupError
 from bench.measure import busy_cores, machine_info, repo_root, timestamp
 from bench.run import RunSettings, Strategy, run_all
@@ -389,7 +389,7 @@ TARGETS_WORKER_CONNECTIONS = 19_000  # under the 20,000 open files a process may
 
 def measure_targets(args: argparse.Namespace) -> int:
     """Run the performance-bar scenarios; exit 0 only if every target is met."""
-    args = targets.resolve(args)
+    args = bar.resolve(args)
     raise_fd_limit()
     server = (
         ExternalServer(args.url.rstrip("/"), database=args.pg_database)
@@ -407,7 +407,7 @@ def measure_targets(args: argparse.Namespace) -> int:
             results = asyncio.run(targets.measure_all(server.url, args, sampler))
     except (ServerError, SetupError, KeyboardInterrupt) as exc:
         return could_not_run(exc)
-    rows = targets.evaluate(args, results)
+    rows = bar.evaluate(args, results)
     described = server.describe()
     record = {
         "meta": {
@@ -423,7 +423,7 @@ def measure_targets(args: argparse.Namespace) -> int:
         "results": results,
     }
     page = targets.write(record, rows, args.results, stamp, args.publish)
-    print("\n" + targets.table(rows).replace("**", ""))
+    print("\n" + bar.table(rows).replace("**", ""))
     print(f"\nreport: {page}")
     return 0 if all(ok for _, _, ok in rows) else 1
 

@@ -1,0 +1,41 @@
+"""The performance bar's table (``bench targets``): with ``--only`` it shows the
+targets of the scenarios that ran, and a partial table is never published."""
+
+import argparse
+
+import pytest
+
+from bench import bar
+
+EMPTY_ONLY = {"empty": {"db_queries": 0, "polls": 4_000, "polls_per_s": 1_000, "web_processes": 3}}
+
+
+def arguments(only=bar.SCENARIOS, publish=False) -> argparse.Namespace:
+    """What ``bench targets`` parses when given no sizes."""
+    sizes = dict.fromkeys(bar.PROFILES["default"])
+    return bar.resolve(argparse.Namespace(quick=False, publish=publish, only=only, **sizes))
+
+
+def test_only_the_targets_of_the_scenarios_run_are_shown():
+    rows = bar.evaluate(arguments(only=("empty",)), EMPTY_ONLY)
+
+    assert rows == [
+        ("an empty short poll costs no database query", "0 queries in 4,000 polls", True),
+        ("≥ 2,000 empty polls/s per worker process", "500/s", False),
+    ]
+
+
+def test_scenarios_are_named_in_any_order_and_run_in_the_bars():
+    assert bar.parse_scenarios("holding, waiting") == ("waiting", "holding")
+
+
+@pytest.mark.parametrize("value", ["waitng", ",", ""])
+def test_an_unknown_scenario_is_refused(value):
+    with pytest.raises(argparse.ArgumentTypeError):
+        bar.parse_scenarios(value)
+
+
+def test_a_partial_run_cannot_be_published():
+    with pytest.raises(SystemExit, match="whole table"):
+        arguments(only=("waiting",), publish=True)
+    assert arguments(publish=True).only == bar.SCENARIOS
