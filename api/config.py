@@ -66,6 +66,11 @@ DEFAULTS: dict[str, Any] = {
     # can delay a short poll by this much at most (long polls always re-read
     # PostgreSQL at the end of their wait).
     "HEAD_CACHE_TTL_S": 60,
+    # A cached cursor is never ahead of the stored one (it is cached from the
+    # database), so its expiry bounds only the memory of devices gone quiet: long
+    # enough that a device polling all day rarely finds it gone (each time it
+    # does, its next confirmation writes the database again).
+    "CURSOR_CACHE_TTL_S": 3600,
     # A revoked token is tomb-stoned in the cache, so this bounds nothing about
     # revocation; it only bounds how long an unused token stays cached.
     "TOKEN_CACHE_TTL_S": 300,

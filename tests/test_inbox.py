@@ -279,6 +279,42 @@ def test_polling_from_zero_writes_no_cursor_even_when_none_is_cached(app, client
     assert queries == []
 
 
+def _head_reads(queries: list[str]) -> list[str]:
+    return [q for q in queries if "inbox_seq" in q and "FROM users" in q]
+
+
+@scaled_only
+def test_a_poll_whose_head_is_no_longer_cached_reads_it_once(app, client, pair):
+    """Checking ``after`` needs the stored head; whether anything is new then
+    follows from the same head, without reading it again."""
+    ann, ben, cid = pair
+    send(client, ann, cid, "hi")
+    cursor = poll(client, ben)["cursor"]
+    coordinator = app.extensions["parley.hub"]
+    coordinator.client.delete(f"{coordinator.prefix}head:{ben.id}")
+    with database_queries(app) as queries:
+        assert poll(client, ben, after=cursor)["entries"] == []
+    assert len(_head_reads(queries)) == 1
+
+
+@scaled_only
+def test_a_confirmed_cursor_stays_cached_after_the_head_expires(make_app):
+    """The cached head expires soon (it bounds how long a lost Redis write can
+    hide news from short polls); the cursor outlives it, so a device that keeps
+    confirming the same entry does not write it again each time the head does."""
+    app = make_app(HEAD_CACHE_TTL_S=1)
+    client = app.test_client()
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    send(client, ann, open_direct(client, ann, ben), "hi")
+    cursor = poll(client, ben)["cursor"]
+    poll(client, ben, after=cursor)  # confirmed
+    time.sleep(1.5)  # the head's hint expires
+    with database_queries(app) as queries:
+        assert poll(client, ben, after=cursor)["entries"] == []
+    assert len(_head_reads(queries)) == 1
+    assert not [q for q in queries if q.startswith("UPDATE")]
+
+
 @scaled_only
 def test_a_reconnecting_listener_wakes_its_waiters(app, client, pair, monkeypatch, redis_url):
     ann, ben, cid = pair

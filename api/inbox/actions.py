@@ -179,12 +179,20 @@ def remember_head(user_id: int, head: int, trip: Trip | None = None) -> None:
     )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Position:
-    """What the cache knows of a device's place in its inbox (either may be unknown)."""
+    """What the cache knows of a device's place in its inbox (either may be unknown),
+    until the request reads the head from the database: then that one."""
 
     cursor: int | None
     head: int | None
+
+    def read_head(self, user_id: int) -> int:
+        """Read the inbox head from the database (and cache it): a poll that must
+        check its ``after`` reads it once, not again to see whether anything is new."""
+        with db.statements() as session:
+            self.head = _inbox_head(session, user_id)
+        return self.head
 
     @classmethod
     def cached(cls, values: list[str | None]) -> "Position":
@@ -224,7 +232,7 @@ def remember_cursor(auth: Auth, cursor: int, trip: Trip | None = None) -> None:
 def _remember_cursors(cursors: dict[int, int], trip: Trip | None = None) -> None:
     coordinator().hints.raise_to(
         {_cursor_key(device_id): cursor for device_id, cursor in cursors.items()},
-        current_app.config["HEAD_CACHE_TTL_S"],
+        current_app.config["CURSOR_CACHE_TTL_S"],
         trip,
     )
 
@@ -287,22 +295,16 @@ def do_confirm(auth: Auth, seq: int, position: Position) -> int:
     """
     if position.cursor is not None and position.cursor >= seq:
         return position.cursor
-    if position.head is None or position.head < seq:
-        with db.statements() as session:
-            if _inbox_head(session, auth.user_id) < seq:
-                raise CursorOutOfRange(seq)
+    if (position.head is None or position.head < seq) and position.read_head(auth.user_id) < seq:
+        raise CursorOutOfRange(seq)
     return current_app.extensions["parley.cursors"].ask(Confirm(auth.device_id, seq))
 
 
-def _read_if_new(auth: Auth, after: int, limit: int, cached_head: int | None) -> Batch:
-    """Entries after ``after`` unless the cached head (``None``: not cached) says
-    there are none."""
-    if cached_head is not None and cached_head <= after:
+def _read_if_new(auth: Auth, after: int, limit: int, position: Position) -> Batch:
+    """Entries after ``after`` unless the head (cached, or else read) says there are none."""
+    head = position.head if position.head is not None else position.read_head(auth.user_id)
+    if head <= after:
         return Batch(cursor=after)
-    if cached_head is None:
-        with db.statements() as session:
-            if _inbox_head(session, auth.user_id) <= after:
-                return Batch(cursor=after)
     return read_inbox(auth.user_id, after, limit)
 
 
@@ -352,7 +354,7 @@ def poll_inbox(start: PollStart, after: int, timeout: float, limit: int) -> Batc
     """Entries after ``after``, waiting up to ``timeout`` seconds for the first (the
     start must have been sent)."""
     auth, waiter = start.auth, start.waiter
-    batch = _read_if_new(auth, after, limit, start.position.head)
+    batch = _read_if_new(auth, after, limit, start.position)
     if waiter is None or batch.entries or waiter.ended:
         return batch
     deadline = time.monotonic() + timeout
