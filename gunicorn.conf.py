@@ -4,6 +4,7 @@ Never ``preload_app``: the app (and psycopg) must be imported in each worker
 after gevent has patched it, or database calls block the whole worker.
 """
 
+import gc
 import os
 
 from api.config import check_process_model
@@ -37,6 +38,19 @@ def post_worker_init(worker) -> None:
 
     end_long_polls_on_sigterm(worker.wsgi)
     worker.wsgi = close_connections_when_shutting_down(worker.wsgi)
+    _collect_garbage_seldom()
+
+
+def _collect_garbage_seldom() -> None:
+    """A full garbage collection stops the worker, and every poll it holds: with
+    thousands held it scans half a million objects, 0.3 to 0.9 s on a small VM,
+    which was the long tail of delivery latency. The app leaves little cyclic
+    garbage, so full collections run a tenth as often (the young generations
+    as usual), and never scan what the worker imported."""
+    gc.collect()
+    gc.freeze()
+    young, middle, _full = gc.get_threshold()
+    gc.set_threshold(young, middle, 100)
 
 
 def child_exit(server, worker) -> None:
