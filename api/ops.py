@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from api.db import db
+from api.hub import coordinator
 from api.metrics import registry
 
 bp = Blueprint("ops", __name__)
@@ -34,7 +35,9 @@ def readyz():
     if current_app.config["REDIS_URL"]:
         checks["redis"] = "ok"
         try:
-            redis.Redis.from_url(current_app.config["REDIS_URL"], socket_timeout=2).ping()
+            # Through the process's own pool: what requests use, and no new
+            # connection (with its handshake) for every probe of the balancer.
+            coordinator().client.ping()
         except redis.RedisError:
             checks["redis"] = "unreachable"
     ready = all(state == "ok" for state in checks.values())

@@ -10,6 +10,7 @@ from tests.factories import (
     long_poll_in_background,
     metric,
     poll,
+    scaled_only,
     send,
     sign_up,
     wait_until_waiting,
@@ -37,6 +38,14 @@ def test_readiness_fails_when_the_database_is_gone(make_app, tmp_path):
     response = broken.get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["checks"]["database"] == "unreachable"
+
+
+@scaled_only
+def test_readiness_fails_when_redis_is_gone(make_app):
+    broken = make_app(REDIS_URL="redis://127.0.0.1:1/0").test_client()
+    response = broken.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"] == {"database": "ok", "redis": "unreachable"}
 
 
 def test_a_database_outage_is_a_503_with_retry_after(make_app):
