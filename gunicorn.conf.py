@@ -44,7 +44,7 @@ def post_worker_init(worker) -> None:
 def _collect_garbage_seldom() -> None:
     """A full garbage collection stops the worker, and every poll it holds: with
     thousands held it scans half a million objects, 0.3 to 0.9 s on a small VM,
-    which was the long tail of delivery latency. The app leaves little cyclic
+    and such pauses showed in the long tail of delivery latency. The app leaves little cyclic
     garbage, so full collections run a tenth as often (the young generations
     as usual), and never scan what the worker imported."""
     gc.collect()
