@@ -1,7 +1,9 @@
 """Test data made through the API, the way a client makes it."""
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -123,3 +125,20 @@ def metric(client, name: str, **labels) -> float:
             if sample.name == name and sample.labels == labels:
                 return sample.value
     return 0.0
+
+
+@contextmanager
+def database_queries(app) -> Iterator[list[str]]:
+    """The statements sent to the database while the block runs."""
+    from sqlalchemy import event
+
+    from api.db import db
+
+    queries: list[str] = []
+    engine = db.engine(app)
+    listener = lambda *args: queries.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        yield queries
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)

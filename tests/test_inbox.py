@@ -7,6 +7,7 @@ import redis
 
 from tests.factories import (
     create_group,
+    database_queries,
     log_in,
     long_poll_in_background,
     message_texts,
@@ -191,23 +192,6 @@ def test_group_membership_changes_reach_every_member(client):
     ben_sees = [e["user_ids"] for e in of_type(poll(client, ben), "member_joined")]
     assert ben_sees == [[ann.id, ben.id], [cat.id]]
     assert [e["user_ids"] for e in of_type(poll(client, cat), "member_joined")] == [[cat.id]]
-
-
-@contextmanager
-def database_queries(app) -> Iterator[list[str]]:
-    """The statements sent to the database while the block runs."""
-    from sqlalchemy import event
-
-    from api.db import db
-
-    queries: list[str] = []
-    engine = db.engine(app)
-    listener = lambda *args: queries.append(args[2])  # noqa: E731
-    event.listen(engine, "before_cursor_execute", listener)
-    try:
-        yield queries
-    finally:
-        event.remove(engine, "before_cursor_execute", listener)
 
 
 def test_an_empty_short_poll_costs_no_database_query(app, client):

@@ -1,4 +1,13 @@
-from tests.factories import create_group, open_direct, poll, send, sign_up
+from tests.factories import (
+    create_group,
+    database_queries,
+    message_texts,
+    open_direct,
+    poll,
+    scaled_only,
+    send,
+    sign_up,
+)
 
 
 def test_send_and_read_history_in_conversation_order(client):
@@ -12,6 +21,19 @@ def test_send_and_read_history_in_conversation_order(client):
     history = client.get(f"/v1/conversations/{cid}/messages", headers=ben.auth).get_json()
     assert [m["text"] for m in history["messages"]] == [f"message {i}" for i in range(5)]
     assert history["has_more"] is False
+
+
+@scaled_only
+def test_a_send_writes_its_message_and_every_entry_in_one_statement(app, client):
+    """Under the conversation's lock a send takes its seq, locks the members, then
+    writes: one statement for the message and all the members' entries."""
+    ann, ben, cy = sign_up(client, "ann"), sign_up(client, "ben"), sign_up(client, "cyd")
+    gid = create_group(client, ann, [ben, cy])
+    with database_queries(app) as queries:
+        assert send(client, ann, gid, "hello").status_code == 201
+    assert len(queries) == 3
+    assert [q for q in queries if "INSERT" in q] == [queries[-1]]
+    assert [message_texts(poll(client, member)) for member in (ben, cy)] == [["hello"], ["hello"]]
 
 
 def test_history_pages_back_and_forward(client):

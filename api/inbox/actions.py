@@ -17,11 +17,12 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Insert, Update, bindparam, case, insert, select, update
+from sqlalchemy import Insert, Row, Update, bindparam, case, insert, select, true, update
 from sqlalchemy.orm import Session
 
 from api.accounts.models import Device, User
@@ -32,8 +33,9 @@ from api.gathering import Gatherer, bound_rows, bound_values
 from api.hub import coordinator
 from api.hub.trip import Trip
 from api.hub.waiters import Waiter
-from api.inbox.models import InboxEntry
+from api.inbox.models import MESSAGE, InboxEntry
 from api.inbox.reading import Batch, read_inbox
+from api.messages.models import Message
 from api.metrics import WAKE_UP_SECONDS
 
 # Core tables, not the ORM classes, in the poll's statements: an ORM-enabled
@@ -41,6 +43,7 @@ from api.metrics import WAKE_UP_SECONDS
 users_table = User.__table__
 devices_table = Device.__table__
 inbox_table = InboxEntry.__table__
+messages_table = Message.__table__
 
 
 def _head_key(user_id: int) -> str:
@@ -71,38 +74,60 @@ def lock_users(session: Session, user_ids: Iterable[int]) -> None:
     session.execute(_LOCK_USERS, {"user_ids": sorted(set(user_ids))})
 
 
-def _entries_from(users: Any) -> Insert:
+def _entries_from(users: Any, message_id: Any = None) -> Insert:
     """One entry per row of ``users`` (an id and its bumped ``inbox_seq``): every
     recipient's entry in one statement, whatever their number (a bulk insert of
     parameter rows ran one INSERT per recipient, each a round trip under the
     recipients' locks). Its values' names are not the users' columns': an UPDATE
-    in the same statement would set those columns to them."""
+    in the same statement would set those columns to them. ``message_id``: the
+    column of a message inserted in the same statement (else a parameter)."""
+    rows = select(
+        users.c.id,
+        users.c.inbox_seq,
+        bindparam("entry_type", type_=inbox_table.c.type.type),
+        bindparam("entry_conversation_id", type_=inbox_table.c.conversation_id.type),
+        bindparam("entry_message_id", type_=inbox_table.c.message_id.type)
+        if message_id is None
+        else message_id,
+        bindparam("entry_payload", type_=inbox_table.c.payload.type),
+        bindparam("entry_created_at", type_=inbox_table.c.created_at.type),
+    )
+    if message_id is not None:
+        rows = rows.select_from(users.join(message_id.table, true()))
     return (
         insert(inbox_table)
         .from_select(
             ["user_id", "seq", "type", "conversation_id", "message_id", "payload", "created_at"],
-            select(
-                users.c.id,
-                users.c.inbox_seq,
-                bindparam("entry_type", type_=inbox_table.c.type.type),
-                bindparam("entry_conversation_id", type_=inbox_table.c.conversation_id.type),
-                bindparam("entry_message_id", type_=inbox_table.c.message_id.type),
-                bindparam("entry_payload", type_=inbox_table.c.payload.type),
-                bindparam("entry_created_at", type_=inbox_table.c.created_at.type),
-            ),
+            rows,
         )
-        .returning(inbox_table.c.user_id, inbox_table.c.seq)
+        .returning(inbox_table.c.user_id, inbox_table.c.seq, inbox_table.c.message_id)
     )
 
 
 # Built once, so SQLAlchemy compiles each once per backend. PostgreSQL bumps the
 # counters in the same statement (a data-modifying WITH): one round trip fewer
-# under the locks. SQLite has no UPDATE inside WITH: it bumps them first
-# (_BUMP_HEADS), then reads them back.
+# under the locks, and a send inserts its message there too: one more. SQLite
+# has no INSERT or UPDATE inside WITH: it bumps them first (_BUMP_HEADS), then
+# reads them back.
 _BUMPED_HEADS = _BUMP_HEADS.returning(users_table.c.id, users_table.c.inbox_seq).cte("bumped")
 _ENTRIES_BUMPING_HEADS = _entries_from(_BUMPED_HEADS).add_cte(_BUMPED_HEADS)
 _ENTRIES_FROM_BUMPED_HEADS = _entries_from(
     select(users_table.c.id, users_table.c.inbox_seq).where(_the_users).subquery("bumped")
+)
+_MESSAGE_COLUMNS = ("conversation_id", "seq", "sender_id", "text", "client_msg_id")
+_INSERT_MESSAGE = (
+    insert(messages_table)
+    .values(
+        {
+            **{name: bindparam(f"message_{name}") for name in _MESSAGE_COLUMNS},
+            "created_at": bindparam("entry_created_at"),
+        }
+    )
+    .returning(messages_table.c.id)
+)
+_NEW_MESSAGE = _INSERT_MESSAGE.cte("new_message")
+_MESSAGE_WITH_ENTRIES_BUMPING_HEADS = _entries_from(_BUMPED_HEADS, _NEW_MESSAGE.c.id).add_cte(
+    _BUMPED_HEADS, _NEW_MESSAGE
 )
 
 
@@ -145,9 +170,37 @@ def append_to_locked(
         "entry_created_at": utcnow(),
     }
     if session.get_bind().dialect.name == "postgresql":
-        return dict(session.execute(_ENTRIES_BUMPING_HEADS, entries).all())
+        return _heads(session.execute(_ENTRIES_BUMPING_HEADS, entries))
     session.execute(_BUMP_HEADS, {"user_ids": user_ids})
-    return dict(session.execute(_ENTRIES_FROM_BUMPED_HEADS, entries).all())
+    return _heads(session.execute(_ENTRIES_FROM_BUMPED_HEADS, entries))
+
+
+def _heads(entries: Iterable[Row]) -> dict[int, int]:
+    return {entry.user_id: entry.seq for entry in entries}
+
+
+def insert_message(
+    session: Session, members: list[int], message: dict[str, Any]
+) -> tuple[int, datetime, dict[int, int]]:
+    """Insert a message (``message``: its columns but id and time) and its entry
+    in every member's inbox, for members whose rows this transaction has locked
+    in id order; returns its id, its time and ``{user_id: seq}``. On PostgreSQL
+    one statement does it all: a round trip fewer under a conversation's lock."""
+    created_at = utcnow()
+    columns = {f"message_{name}": message[name] for name in _MESSAGE_COLUMNS}
+    entries = {
+        "user_ids": members,
+        "entry_type": MESSAGE,
+        "entry_conversation_id": message["conversation_id"],
+        "entry_payload": None,
+        "entry_created_at": created_at,
+    }
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(_MESSAGE_WITH_ENTRIES_BUMPING_HEADS, {**columns, **entries}).all()
+        return rows[0].message_id, created_at, _heads(rows)
+    message_id = session.scalar(_INSERT_MESSAGE, {**columns, "entry_created_at": created_at})
+    heads = append_to_locked(session, members, MESSAGE, message["conversation_id"], message_id)
+    return message_id, created_at, heads
 
 
 def notify_inbox(heads: dict[int, int], by_device: int | None = None) -> None:

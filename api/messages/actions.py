@@ -14,8 +14,7 @@ from sqlalchemy.orm import Session
 from api.auth import Auth
 from api.conversations.actions import access_next_seq
 from api.errors import ApiError
-from api.inbox.actions import append_to_locked, notify_inbox
-from api.inbox.models import MESSAGE
+from api.inbox.actions import insert_message, notify_inbox
 from api.messages.models import Message
 
 
@@ -58,17 +57,15 @@ def do_send_message(
     """
     sender_id = sender.user_id
     seq, members = access_next_seq(session, conversation_id, sender_id)
-    message = Message(
-        conversation_id=conversation_id,
-        seq=seq,
-        sender_id=sender_id,
-        text=text,
-        client_msg_id=client_msg_id,
-    )
-    session.add(message)
+    columns = {
+        "conversation_id": conversation_id,
+        "seq": seq,
+        "sender_id": sender_id,
+        "text": text,
+        "client_msg_id": client_msg_id,
+    }
     try:
-        session.flush()
-        heads = append_to_locked(session, members, MESSAGE, conversation_id, message.id)
+        message_id, created_at, heads = insert_message(session, members, columns)
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -79,7 +76,7 @@ def do_send_message(
             raise
         return original, False
     notify_inbox(heads, by_device=sender.device_id)
-    return message, True
+    return Message(id=message_id, created_at=created_at, **columns), True
 
 
 def list_messages(
