@@ -162,17 +162,30 @@ def append_to_locked(
     """``do_append_entries`` for users whose rows this transaction has locked
     already, in id order (a send locks its members as it lists them)."""
     entries = {
-        "user_ids": user_ids,
-        "entry_type": entry_type,
-        "entry_conversation_id": conversation_id,
+        **_entry_values(user_ids, entry_type, conversation_id, payload, utcnow()),
         "entry_message_id": message_id,
-        "entry_payload": payload,
-        "entry_created_at": utcnow(),
     }
     if session.get_bind().dialect.name == "postgresql":
         return _heads(session.execute(_ENTRIES_BUMPING_HEADS, entries))
     session.execute(_BUMP_HEADS, {"user_ids": user_ids})
     return _heads(session.execute(_ENTRIES_FROM_BUMPED_HEADS, entries))
+
+
+def _entry_values(
+    user_ids: list[int],
+    entry_type: str,
+    conversation_id: int | None,
+    payload: dict[str, Any] | None,
+    created_at: datetime,
+) -> dict[str, Any]:
+    """The parameters of an ``_entries_from`` statement, but the message's id."""
+    return {
+        "user_ids": user_ids,
+        "entry_type": entry_type,
+        "entry_conversation_id": conversation_id,
+        "entry_payload": payload,
+        "entry_created_at": created_at,
+    }
 
 
 def _heads(entries: Iterable[Row]) -> dict[int, int]:
@@ -188,13 +201,7 @@ def insert_message(
     one statement does it all: a round trip fewer under a conversation's lock."""
     created_at = utcnow()
     columns = {f"message_{name}": message[name] for name in _MESSAGE_COLUMNS}
-    entries = {
-        "user_ids": members,
-        "entry_type": MESSAGE,
-        "entry_conversation_id": message["conversation_id"],
-        "entry_payload": None,
-        "entry_created_at": created_at,
-    }
+    entries = _entry_values(members, MESSAGE, message["conversation_id"], None, created_at)
     if session.get_bind().dialect.name == "postgresql":
         rows = session.execute(_MESSAGE_WITH_ENTRIES_BUMPING_HEADS, {**columns, **entries}).all()
         return rows[0].message_id, created_at, _heads(rows)
