@@ -99,7 +99,10 @@ def make_app(app_config):
 
     yield build
     for app in apps:
-        app.extensions["parley.hub"].hub.close()
+        coordinator = app.extensions["parley.hub"]
+        coordinator.hub.close()
+        if coordinator.client is not None:  # its sockets, closed now rather than by the collector
+            coordinator.client.connection_pool.disconnect()
         db.engine(app).dispose()
 
 

@@ -75,7 +75,8 @@ def ensure_postgres_database(url: str) -> None:
 
 def ensure_redis(url: str) -> None:
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+        with redis.Redis.from_url(url, socket_connect_timeout=3) as client:
+            client.ping()
     except redis.RedisError as exc:
         require(f"Redis is not reachable at {url}: {exc}")
 

@@ -39,8 +39,8 @@ def test_raising_nothing_changes_nothing(hints_and_prefix):
 
 def test_raised_counters_in_redis_expire_by_themselves(redis_url):
     """A head left stale by a failed write must not outlive its time to live."""
-    client = redis.Redis.from_url(redis_url)
     key = f"{unique_prefix()}head:1"
-    RedisHints(client).raise_to({key: 2}, TTL_S)
-    assert 0 < client.ttl(key) <= TTL_S
-    client.delete(key)
+    with redis.Redis.from_url(redis_url) as client:
+        RedisHints(client).raise_to({key: 2}, TTL_S)
+        assert 0 < client.ttl(key) <= TTL_S
+        client.delete(key)

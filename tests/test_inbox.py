@@ -368,5 +368,6 @@ def test_more_concurrent_polls_than_redis_connections_are_all_answered(make_app,
 
     assert answers == [[cursors[p.id]] * 10 for p in people * 5]
     name = app.extensions["parley.hub"].prefix.rstrip(":")
-    ours = [c for c in redis.Redis.from_url(redis_url).client_list() if c["name"].startswith(name)]
+    with redis.Redis.from_url(redis_url) as admin:
+        ours = [c for c in admin.client_list() if c["name"].startswith(name)]
     assert 0 < len(ours) <= 3
