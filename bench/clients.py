@@ -22,7 +22,7 @@ import json
 import random
 from collections import Counter, deque
 from collections.abc import Awaitable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -55,6 +55,12 @@ class Traffic:
 
     def copy(self) -> "Traffic":
         return replace(self, status=Counter(self.status), exceptions=Counter(self.exceptions))
+
+    def since(self, earlier: "Traffic") -> "Traffic":
+        """What was counted after ``earlier`` (a copy taken then)."""
+        return Traffic(
+            **{f.name: getattr(self, f.name) - getattr(earlier, f.name) for f in fields(self)}
+        )
 
     @property
     def errors(self) -> int:

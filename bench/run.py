@@ -99,7 +99,7 @@ def quantile(ordered: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-async def _lag_monitor(context: Context) -> None:
+async def lag_monitor(context: Context) -> None:
     """How late the event loop wakes: when this grows, the client is the bottleneck."""
     loop = asyncio.get_running_loop()
     while True:
@@ -345,10 +345,12 @@ async def run_phase(
     sender = asyncio.create_task(
         _play_plan(context, workload, devices, conversation_ids, keys, started + settings.lead_s)
     )
-    measured_from = started
+    measured_from, counted_from = started, Traffic()
     if settings.warm_up_s:
         await asyncio.sleep(settings.warm_up_s)
         context.sampler.mark()
+        counted_from = api.traffic.copy()  # requests and bytes: the CPU's window
+        context.lag_s.clear()
         measured_from = loop.time()
     window_s = settings.lead_s + workload.send_window_s + settings.tail_s
     while (left := started + window_s - loop.time()) > 0:
@@ -357,7 +359,7 @@ async def run_phase(
         )
         await asyncio.sleep(min(left, 0.5))
     usage = context.sampler.mark()
-    window = api.traffic.copy()
+    window = api.traffic.since(counted_from)
     lag = list(context.lag_s)
     window_ended = loop.time()
     with contextlib.suppress(TimeoutError):
@@ -530,7 +532,7 @@ async def run_all(
     total_phases = len(workloads) * len(settings.strategies)
     bar = tqdm(total=total_phases, desc="phases", unit="phase")
     context = Context(api, Ledger(), sampler, settings, bar)
-    lag_task = asyncio.create_task(_lag_monitor(context))
+    lag_task = asyncio.create_task(lag_monitor(context))
     results: dict[str, Any] = {"phases": [], "hold_probe": None, "latencies": {}}
     try:
         for number, workload in enumerate(workloads):

@@ -46,6 +46,7 @@ from bench.run import (
     Context,
     RunSettings,
     Strategy,
+    lag_monitor,
     metric_total,
     metrics_text,
     run_workload,
@@ -111,6 +112,7 @@ async def measure_all(url: str, args: argparse.Namespace, sampler: Sampler) -> d
     api = Api(url, 2 * max(args.waiting, args.empty_devices) + 100)
     bar = tqdm(total=len(args.only), desc="targets", unit="scenario")
     context = Context(api, Ledger(), sampler, settings, bar)
+    lag_task = asyncio.create_task(lag_monitor(context))
     results: dict[str, Any] = {}
     try:
         if "waiting" in args.only:
@@ -137,6 +139,7 @@ async def measure_all(url: str, args: argparse.Namespace, sampler: Sampler) -> d
             )
             bar.update()
     finally:
+        lag_task.cancel()
         bar.close()
         await api.close()
     return results
