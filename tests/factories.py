@@ -1,9 +1,11 @@
 """Test data made through the API, the way a client makes it."""
 
+import re
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -142,3 +144,40 @@ def database_queries(app) -> Iterator[list[str]]:
         yield queries
     finally:
         event.remove(engine, "before_cursor_execute", listener)
+
+
+@contextmanager
+def postgres_protocol(app) -> Iterator[list[tuple[str, str, str]]]:
+    """The protocol messages between the app and PostgreSQL while the block runs,
+    as (``F`` from the app or ``B`` from the server, message type, its text), from
+    libpq's trace of every connection the block checks out."""
+    from psycopg import pq
+    from sqlalchemy import event
+
+    from api.db import db
+
+    engine = db.engine(app)
+    messages: list[tuple[str, str, str]] = []
+    with ExitStack() as files:
+        traced = []
+
+        def trace(dbapi_connection, _record, _proxy):
+            file = files.enter_context(tempfile.TemporaryFile("w+"))
+            dbapi_connection.pgconn.trace(file.fileno())
+            dbapi_connection.pgconn.set_trace_flags(
+                pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE
+            )
+            traced.append((dbapi_connection, file))
+
+        event.listen(engine.pool, "checkout", trace)
+        try:
+            yield messages
+        finally:
+            event.remove(engine.pool, "checkout", trace)
+            for dbapi_connection, file in traced:
+                dbapi_connection.pgconn.untrace()
+                file.seek(0)
+                # A message per line, but statements' own line breaks go through.
+                for line in re.split(r"\n(?=[FB]\t)", file.read().strip()):
+                    direction, _length, kind, *text = line.split("\t")
+                    messages.append((direction, kind, " ".join(text).strip()))

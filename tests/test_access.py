@@ -52,6 +52,16 @@ def test_outsiders_cannot_touch_a_conversation(client):
     assert client.get("/v1/conversations", headers=eve.auth).get_json()["conversations"] == []
     assert poll(client, eve)["entries"] == []
     assert message_texts(poll(client, ben)) == ["private"]
+    # A refused send leaves nothing behind, not even a number taken in the conversation.
+    assert send(client, ann, direct, "next").get_json()["seq"] == 2
+
+
+def test_a_send_into_a_conversation_that_does_not_exist_is_a_404(client):
+    ann = sign_up(client, "ann")
+    response = send(client, ann, 987654, "anyone?")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "conversation_not_found"
+    assert poll(client, ann)["entries"] == []
 
 
 def test_a_removed_member_loses_access(client):

@@ -1,9 +1,9 @@
 from tests.factories import (
     create_group,
-    database_queries,
     message_texts,
     open_direct,
     poll,
+    postgres_protocol,
     scaled_only,
     send,
     sign_up,
@@ -24,15 +24,29 @@ def test_send_and_read_history_in_conversation_order(client):
 
 
 @scaled_only
-def test_a_send_writes_its_message_and_every_entry_in_one_statement(app, client):
-    """Under the conversation's lock a send takes its seq, locks the members, then
-    writes: one statement for the message and all the members' entries."""
+def test_a_send_waits_for_postgresql_once_holding_its_locks(app, client):
+    """A send bumps the conversation's counter (locking it), locks the members and
+    writes the message and every entry in one transaction whose statements go out
+    together: the locks are not held across the app's round trips, and the one
+    answer finds the transaction committed."""
     ann, ben, cy = sign_up(client, "ann"), sign_up(client, "ben"), sign_up(client, "cyd")
     gid = create_group(client, ann, [ben, cy])
-    with database_queries(app) as queries:
+    with postgres_protocol(app) as protocol:
         assert send(client, ann, gid, "hello").status_code == 201
-    assert len(queries) == 3
-    assert [q for q in queries if "INSERT" in q] == [queries[-1]]
+    bump = next(
+        n
+        for n, (_, kind, text) in enumerate(protocol)
+        if kind == "Parse" and "UPDATE conversations" in text
+    )
+    answered = next(
+        n for n, (direction, *_) in enumerate(protocol) if n > bump and direction == "B"
+    )
+    sent_before_an_answer = " ".join(text for _, _, text in protocol[bump:answered])
+    assert "FOR NO KEY UPDATE" in sent_before_an_answer
+    assert "INSERT INTO messages" in sent_before_an_answer
+    assert "INSERT INTO inbox_entries" in sent_before_an_answer
+    ready = [text for _, kind, text in protocol[answered:] if kind == "ReadyForQuery"]
+    assert ready[0] == "I"  # idle: committed, no transaction left open
     assert [message_texts(poll(client, member)) for member in (ben, cy)] == [["hello"], ["hello"]]
 
 

@@ -28,25 +28,28 @@ def _not_found(conversation_id: int) -> ApiError:
     return ApiError(404, "conversation_not_found", f"No conversation {conversation_id} of yours.")
 
 
-# Built once: building a statement costs about what its round trip does. The
-# last two run in every send.
+# Built once: building a statement costs about what its round trip does.
 _MEMBER_IDS = (
     select(memberships_table.c.user_id)
     .where(memberships_table.c.conversation_id == bindparam("conversation"))
     .order_by(memberships_table.c.user_id)
 )
-_LOCK_MEMBERS = (
+# A send's first statements (see ``api.messages.actions``). Bumping the counter
+# locks the conversation row until commit (FOR NO KEY UPDATE, as
+# ``access_conversation(lock=True)`` would): one sender at a time per
+# conversation, which is the conversation order. Membership changes take that
+# lock first too, so the members locked under it (in id order, as
+# ``lock_users`` does) stay the members until commit.
+SEND_LOCKS = (
+    update(conversations_table)
+    .where(conversations_table.c.id == bindparam("conversation"))
+    .values(last_seq=conversations_table.c.last_seq + 1)
+    .returning(conversations_table.c.last_seq),
     select(users_table.c.id)
     .join(memberships_table, memberships_table.c.user_id == users_table.c.id)
     .where(memberships_table.c.conversation_id == bindparam("conversation"))
     .order_by(users_table.c.id)
-    .with_for_update(of=users_table, key_share=True)
-)
-_NEXT_SEQ = (
-    update(conversations_table)
-    .where(conversations_table.c.id == bindparam("conversation"))
-    .values(last_seq=conversations_table.c.last_seq + 1)
-    .returning(conversations_table.c.last_seq)
+    .with_for_update(of=users_table, key_share=True),
 )
 
 
@@ -65,23 +68,6 @@ def access_conversation(
     if conversation is None or not session.get(Membership, (conversation_id, user_id)):
         raise _not_found(conversation_id)
     return conversation
-
-
-def access_next_seq(session: Session, conversation_id: int, user_id: int) -> tuple[int, list[int]]:
-    """Take the conversation's next message seq and its members, their user rows
-    locked (as ``lock_users`` does, in id order); 404 unless ``user_id`` is one of them.
-
-    The bump locks the conversation row until commit (FOR NO KEY UPDATE, as
-    ``access_conversation(lock=True)`` would): one sender at a time per
-    conversation, which is the conversation order. Membership changes take that
-    lock first too, so the members listed under it stay the members until commit.
-    """
-    seq = session.scalar(_NEXT_SEQ, {"conversation": conversation_id})
-    members = list(session.scalars(_LOCK_MEMBERS, {"conversation": conversation_id}))
-    if user_id not in members:
-        session.rollback()
-        raise _not_found(conversation_id)
-    return seq, members
 
 
 def access_group(session: Session, conversation_id: int, user_id: int) -> Conversation:

@@ -22,18 +22,32 @@ from functools import cache
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Insert, Row, Update, bindparam, case, insert, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Insert,
+    Row,
+    Update,
+    bindparam,
+    case,
+    insert,
+    null,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from api.accounts.models import Device, User
 from api.admission import stepping_aside
 from api.auth import Auth
+from api.conversations.models import Conversation, Membership
 from api.db import db, utcnow
 from api.gathering import Gatherer, bound_rows, bound_values
 from api.hub import coordinator
 from api.hub.trip import Trip
 from api.hub.waiters import Waiter
-from api.inbox.models import MESSAGE, InboxEntry
+from api.inbox.models import InboxEntry
 from api.inbox.reading import Batch, read_inbox
 from api.messages.models import Message
 from api.metrics import WAKE_UP_SECONDS
@@ -44,6 +58,8 @@ users_table = User.__table__
 devices_table = Device.__table__
 inbox_table = InboxEntry.__table__
 messages_table = Message.__table__
+conversations_table = Conversation.__table__
+memberships_table = Membership.__table__
 
 
 def _head_key(user_id: int) -> str:
@@ -66,7 +82,6 @@ _LOCK_USERS = (
     .order_by(users_table.c.id)
     .with_for_update(key_share=True)
 )
-_BUMP_HEADS = update(users_table).where(_the_users).values(inbox_seq=users_table.c.inbox_seq + 1)
 
 
 def lock_users(session: Session, user_ids: Iterable[int]) -> None:
@@ -74,26 +89,25 @@ def lock_users(session: Session, user_ids: Iterable[int]) -> None:
     session.execute(_LOCK_USERS, {"user_ids": sorted(set(user_ids))})
 
 
-def _entries_from(users: Any, message_id: Any = None) -> Insert:
+def _entries_from(users: Any, message_id: Any = None, joined: Any = None) -> Insert:
     """One entry per row of ``users`` (an id and its bumped ``inbox_seq``): every
     recipient's entry in one statement, whatever their number (a bulk insert of
     parameter rows ran one INSERT per recipient, each a round trip under the
     recipients' locks). Its values' names are not the users' columns': an UPDATE
     in the same statement would set those columns to them. ``message_id``: the
-    column of a message inserted in the same statement (else a parameter)."""
+    new message's id, an expression (none for other entries); ``joined``: the
+    WITH query it comes from, if any."""
     rows = select(
         users.c.id,
         users.c.inbox_seq,
         bindparam("entry_type", type_=inbox_table.c.type.type),
         bindparam("entry_conversation_id", type_=inbox_table.c.conversation_id.type),
-        bindparam("entry_message_id", type_=inbox_table.c.message_id.type)
-        if message_id is None
-        else message_id,
+        null() if message_id is None else message_id,
         bindparam("entry_payload", type_=inbox_table.c.payload.type),
         bindparam("entry_created_at", type_=inbox_table.c.created_at.type),
     )
-    if message_id is not None:
-        rows = rows.select_from(users.join(message_id.table, true()))
+    if joined is not None:
+        rows = rows.select_from(users.join(joined, true()))
     return (
         insert(inbox_table)
         .from_select(
@@ -104,31 +118,84 @@ def _entries_from(users: Any, message_id: Any = None) -> Insert:
     )
 
 
-# Built once, so SQLAlchemy compiles each once per backend. PostgreSQL bumps the
-# counters in the same statement (a data-modifying WITH): one round trip fewer
-# under the locks, and a send inserts its message there too: one more. SQLite
-# has no INSERT or UPDATE inside WITH: it bumps them first (_BUMP_HEADS), then
-# reads them back.
-_BUMPED_HEADS = _BUMP_HEADS.returning(users_table.c.id, users_table.c.inbox_seq).cte("bumped")
-_ENTRIES_BUMPING_HEADS = _entries_from(_BUMPED_HEADS).add_cte(_BUMPED_HEADS)
-_ENTRIES_FROM_BUMPED_HEADS = _entries_from(
-    select(users_table.c.id, users_table.c.inbox_seq).where(_the_users).subquery("bumped")
-)
-_MESSAGE_COLUMNS = ("conversation_id", "seq", "sender_id", "text", "client_msg_id")
-_INSERT_MESSAGE = (
-    insert(messages_table)
-    .values(
-        {
-            **{name: bindparam(f"message_{name}") for name in _MESSAGE_COLUMNS},
-            "created_at": bindparam("entry_created_at"),
-        }
+def _bump_heads(users: ColumnElement[bool]) -> Update:
+    return update(users_table).where(users).values(inbox_seq=users_table.c.inbox_seq + 1)
+
+
+def _entries_bumping(
+    users: ColumnElement[bool], dialect_name: str, message_id: Any = None, message: Any = None
+) -> list[Executable]:
+    """The statements that bump these users' counters and add their entries (the
+    last returns them). PostgreSQL bumps them in the statement that reads them (a
+    data-modifying WITH, next to ``message``'s if given); SQLite has no UPDATE
+    inside WITH: it bumps them first, then reads them back."""
+    if dialect_name == "postgresql":
+        bumped = _bump_heads(users).returning(users_table.c.id, users_table.c.inbox_seq)
+        with_queries = [bumped.cte("bumped"), *([message] if message is not None else [])]
+        entries = _entries_from(with_queries[0], message_id, joined=message)
+        return [entries.add_cte(*with_queries)]
+    bumped = select(users_table.c.id, users_table.c.inbox_seq).where(users).subquery("bumped")
+    return [_bump_heads(users), _entries_from(bumped, message_id)]
+
+
+# Built once, so SQLAlchemy compiles each once per backend.
+_BACKENDS = ("postgresql", "sqlite")
+_APPEND_ENTRIES = {name: _entries_bumping(_the_users, name) for name in _BACKENDS}
+
+# A send's message and its entries (see ``api.messages.actions``): they go out
+# in the round trip of the statements that bump the conversation's counter and
+# lock its members (``api.pipelining``), so they take the members, the seq and
+# the sender from the database, not from parameters. The sender only while a
+# member: else it is NULL, and the NOT NULL column fails the whole transaction.
+_the_members = users_table.c.id.in_(
+    select(memberships_table.c.user_id).where(
+        memberships_table.c.conversation_id == bindparam("conversation")
     )
-    .returning(messages_table.c.id)
 )
-_NEW_MESSAGE = _INSERT_MESSAGE.cte("new_message")
-_MESSAGE_WITH_ENTRIES_BUMPING_HEADS = _entries_from(_BUMPED_HEADS, _NEW_MESSAGE.c.id).add_cte(
-    _BUMPED_HEADS, _NEW_MESSAGE
+_conversation_seq = (
+    select(conversations_table.c.last_seq)
+    .where(conversations_table.c.id == bindparam("conversation"))
+    .scalar_subquery()
 )
+_INSERT_MESSAGE = insert(messages_table).values(
+    conversation_id=bindparam("conversation"),
+    seq=_conversation_seq,
+    sender_id=select(memberships_table.c.user_id)
+    .where(
+        memberships_table.c.conversation_id == bindparam("conversation"),
+        memberships_table.c.user_id == bindparam("sender"),
+    )
+    .scalar_subquery(),
+    text=bindparam("text"),
+    client_msg_id=bindparam("client_msg_id"),
+    created_at=bindparam("entry_created_at"),
+)
+_NEW_MESSAGE = _INSERT_MESSAGE.returning(messages_table.c.id).cte("new_message")
+_MESSAGE_INTO_INBOXES = {
+    "postgresql": _entries_bumping(_the_members, "postgresql", _NEW_MESSAGE.c.id, _NEW_MESSAGE),
+    "sqlite": [
+        _INSERT_MESSAGE,
+        *_entries_bumping(
+            _the_members,
+            "sqlite",
+            select(messages_table.c.id)
+            .where(
+                messages_table.c.conversation_id == bindparam("conversation"),
+                messages_table.c.seq == _conversation_seq,
+            )
+            .scalar_subquery(),
+        ),
+    ],
+}
+
+
+def message_into_inboxes(dialect_name: str) -> list[Executable]:
+    """The statements that insert a message into a conversation whose counter was
+    bumped and whose members were locked by the statements before them, and its
+    entry in every member's inbox; the last one returns the entries' ``user_id``,
+    ``seq`` and ``message_id``. Their parameters: ``conversation``, ``sender``,
+    ``text``, ``client_msg_id`` and ``entry_values(MESSAGE, …)``."""
+    return _MESSAGE_INTO_INBOXES[dialect_name]
 
 
 def do_append_entries(
@@ -136,7 +203,6 @@ def do_append_entries(
     user_ids: Iterable[int],
     entry_type: str,
     conversation_id: int | None,
-    message_id: int | None = None,
     payload: dict[str, Any] | None = None,
 ) -> dict[int, int]:
     """Add one entry to each user's inbox (uncommitted); returns ``{user_id: seq}``."""
@@ -148,39 +214,20 @@ def do_append_entries(
     # rows that changed while the statement waited, and took a row lock again
     # behind a transaction already queued for it).
     lock_users(session, ids)
-    return append_to_locked(session, ids, entry_type, conversation_id, message_id, payload)
+    entries = {"user_ids": ids, **entry_values(entry_type, conversation_id, payload, utcnow())}
+    for statement in _APPEND_ENTRIES[session.get_bind().dialect.name]:
+        rows = session.execute(statement, entries)
+    return heads_of(rows)
 
 
-def append_to_locked(
-    session: Session,
-    user_ids: list[int],
-    entry_type: str,
-    conversation_id: int | None,
-    message_id: int | None = None,
-    payload: dict[str, Any] | None = None,
-) -> dict[int, int]:
-    """``do_append_entries`` for users whose rows this transaction has locked
-    already, in id order (a send locks its members as it lists them)."""
-    entries = {
-        **_entry_values(user_ids, entry_type, conversation_id, payload, utcnow()),
-        "entry_message_id": message_id,
-    }
-    if session.get_bind().dialect.name == "postgresql":
-        return _heads(session.execute(_ENTRIES_BUMPING_HEADS, entries))
-    session.execute(_BUMP_HEADS, {"user_ids": user_ids})
-    return _heads(session.execute(_ENTRIES_FROM_BUMPED_HEADS, entries))
-
-
-def _entry_values(
-    user_ids: list[int],
+def entry_values(
     entry_type: str,
     conversation_id: int | None,
     payload: dict[str, Any] | None,
     created_at: datetime,
 ) -> dict[str, Any]:
-    """The parameters of an ``_entries_from`` statement, but the message's id."""
+    """The parameters of an entry statement but its users'."""
     return {
-        "user_ids": user_ids,
         "entry_type": entry_type,
         "entry_conversation_id": conversation_id,
         "entry_payload": payload,
@@ -188,26 +235,9 @@ def _entry_values(
     }
 
 
-def _heads(entries: Iterable[Row]) -> dict[int, int]:
+def heads_of(entries: Iterable[Row]) -> dict[int, int]:
+    """``{user_id: seq}`` of the entries an entry statement returned."""
     return {entry.user_id: entry.seq for entry in entries}
-
-
-def insert_message(
-    session: Session, members: list[int], message: dict[str, Any]
-) -> tuple[int, datetime, dict[int, int]]:
-    """Insert a message (``message``: its columns but id and time) and its entry
-    in every member's inbox, for members whose rows this transaction has locked
-    in id order; returns its id, its time and ``{user_id: seq}``. On PostgreSQL
-    one statement does it all: a round trip fewer under a conversation's lock."""
-    created_at = utcnow()
-    columns = {f"message_{name}": message[name] for name in _MESSAGE_COLUMNS}
-    entries = _entry_values(members, MESSAGE, message["conversation_id"], None, created_at)
-    if session.get_bind().dialect.name == "postgresql":
-        rows = session.execute(_MESSAGE_WITH_ENTRIES_BUMPING_HEADS, {**columns, **entries}).all()
-        return rows[0].message_id, created_at, _heads(rows)
-    message_id = session.scalar(_INSERT_MESSAGE, {**columns, "entry_created_at": created_at})
-    heads = append_to_locked(session, members, MESSAGE, message["conversation_id"], message_id)
-    return message_id, created_at, heads
 
 
 def notify_inbox(heads: dict[int, int], by_device: int | None = None) -> None:

@@ -1,10 +1,10 @@
 """Sending messages (idempotently) and reading a conversation's history.
 
 A send bumps the conversation's counter, which locks its row (the
-conversation order: one writer at a time per conversation), lists and locks the
-members under that lock (checking the sender is one), then writes the message
-and every member's inbox entry in one transaction. Only after the commit are
-the members woken: a 201 means it is durable for everyone.
+conversation order: one writer at a time per conversation), locks the members
+under that lock, then writes the message and every member's inbox entry, in one
+transaction. Only after the commit are the members woken: a 201 means it is
+durable for everyone.
 """
 
 from sqlalchemy import select
@@ -12,10 +12,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.auth import Auth
-from api.conversations.actions import access_next_seq
+from api.conversations.actions import SEND_LOCKS, access_conversation
+from api.db import db, utcnow
 from api.errors import ApiError
-from api.inbox.actions import insert_message, notify_inbox
+from api.inbox.actions import entry_values, heads_of, message_into_inboxes, notify_inbox
+from api.inbox.models import MESSAGE
 from api.messages.models import Message
+from api.pipelining import run_together
 
 
 def _replay(
@@ -40,43 +43,56 @@ def _replay(
 
 
 def do_send_message(
-    session: Session,
-    conversation_id: int,
-    sender: Auth,
-    text: str,
-    client_msg_id: str | None,
+    conversation_id: int, sender: Auth, text: str, client_msg_id: str | None
 ) -> tuple[Message, bool]:
     """Store and deliver a message; returns it and whether it is new (False: a replay).
 
     Every member's inbox gets it, the sender's too (their other devices need it),
     but the sending device's own held poll is not woken for it: the 201 carries it.
 
-    A retry is not looked for up front: the unique (sender, client_msg_id) makes
-    the insert fail, the transaction rolls back, and the original is returned.
-    Retries are rare; every send saves the round trip.
+    One transaction in one round trip (``api.pipelining``): the conversation's
+    counter bumped (its row locked), the members' rows locked in id order, the
+    message and its entries inserted. Locks held only while PostgreSQL works, so
+    the sends of a busy group do not queue behind each other's round trips.
+
+    A retry is not looked for up front: the unique (sender, client_msg_id) fails
+    the insert, nothing is stored, and the original is returned. Retries are
+    rare; every send saves the round trip. A sender who is not a member (or a
+    conversation that does not exist) fails it too, and gets the 404.
     """
     sender_id = sender.user_id
-    seq, members = access_next_seq(session, conversation_id, sender_id)
-    columns = {
-        "conversation_id": conversation_id,
-        "seq": seq,
-        "sender_id": sender_id,
+    created_at = utcnow()
+    params = {
+        "conversation": conversation_id,
+        "sender": sender_id,
         "text": text,
         "client_msg_id": client_msg_id,
+        **entry_values(MESSAGE, conversation_id, None, created_at),
     }
+    statements = [*SEND_LOCKS, *message_into_inboxes(db.engine().dialect.name)]
     try:
-        message_id, created_at, heads = insert_message(session, members, columns)
-        session.commit()
+        results = run_together(statements, params)
     except IntegrityError:
-        session.rollback()
-        original = client_msg_id and _replay(
-            session, sender_id, client_msg_id, conversation_id, text
-        )
-        if not original:
-            raise
-        return original, False
-    notify_inbox(heads, by_device=sender.device_id)
-    return Message(id=message_id, created_at=created_at, **columns), True
+        with db.statements() as session:
+            original = client_msg_id and _replay(
+                session, sender_id, client_msg_id, conversation_id, text
+            )
+            if original:
+                return original, False
+            access_conversation(session, conversation_id, sender_id)  # else the 404
+        raise
+    entries = results[-1]
+    notify_inbox(heads_of(entries), by_device=sender.device_id)
+    message = Message(
+        id=entries[0].message_id,
+        conversation_id=conversation_id,
+        seq=results[0][0].last_seq,
+        sender_id=sender_id,
+        text=text,
+        client_msg_id=client_msg_id,
+        created_at=created_at,
+    )
+    return message, True
 
 
 def list_messages(

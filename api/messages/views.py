@@ -36,7 +36,7 @@ def send_message(conversation_id: int):
     """Send a message; a retry with the same client_msg_id returns the original (200)."""
     body = load_json(message_schema)
     message, created = actions.do_send_message(
-        db.session, conversation_id, current_auth(), body["text"], _client_msg_id(body)
+        conversation_id, current_auth(), body["text"], _client_msg_id(body)
     )
     if created:
         SENDS.inc()
