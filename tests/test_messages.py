@@ -35,8 +35,8 @@ def test_a_send_waits_for_postgresql_once_holding_its_locks(app, client):
         assert send(client, ann, gid, "hello").status_code == 201
     bump = next(
         n
-        for n, (_, kind, text) in enumerate(protocol)
-        if kind == "Parse" and "UPDATE conversations" in text
+        for n, (direction, _, text) in enumerate(protocol)
+        if direction == "F" and "UPDATE conversations" in text
     )
     answered = next(
         n for n, (direction, *_) in enumerate(protocol) if n > bump and direction == "B"

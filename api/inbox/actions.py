@@ -144,7 +144,7 @@ _APPEND_ENTRIES = {name: _entries_bumping(_the_users, name) for name in _BACKEND
 
 # A send's message and its entries (see ``api.messages.actions``): they go out
 # in the round trip of the statements that bump the conversation's counter and
-# lock its members (``api.pipelining``), so they take the members, the seq and
+# lock its members (``api.multi_statement``), so they take the members, the seq and
 # the sender from the database, not from parameters. The sender only while a
 # member: else it is NULL, and the NOT NULL column fails the whole transaction.
 _the_members = users_table.c.id.in_(

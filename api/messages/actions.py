@@ -18,7 +18,7 @@ from api.errors import ApiError
 from api.inbox.actions import entry_values, heads_of, message_into_inboxes, notify_inbox
 from api.inbox.models import MESSAGE
 from api.messages.models import Message
-from api.pipelining import run_together
+from api.multi_statement import run_together
 
 
 def _replay(
@@ -50,7 +50,7 @@ def do_send_message(
     Every member's inbox gets it, the sender's too (their other devices need it),
     but the sending device's own held poll is not woken for it: the 201 carries it.
 
-    One transaction in one round trip (``api.pipelining``): the conversation's
+    One transaction in one round trip (``api.multi_statement``): the conversation's
     counter bumped (its row locked), the members' rows locked in id order, the
     message and its entries inserted. Locks held only while PostgreSQL works, so
     the sends of a busy group do not queue behind each other's round trips.

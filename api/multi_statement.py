@@ -1,17 +1,21 @@
 """Several statements as one transaction, sent in one round trip.
 
-On PostgreSQL the statements go out together in psycopg's pipeline mode: on a
-connection in autocommit, those before the pipeline's sync form one implicit
-transaction, committed at the sync and rolled back whole if one fails. The
-locks they take are held while PostgreSQL runs them, not across the client's
-round trips, and a client's round trip under load lasts far longer than the
-statements: each waits behind the rest of its worker's work. A send into a
-group locks the conversation and every member's row; pipelined, the next send
-waits for PostgreSQL's work alone.
+On PostgreSQL they go out as one query string (the simple query protocol),
+which the server runs as one implicit transaction: committed after the last
+statement, rolled back whole if one fails. The locks they take are held while
+PostgreSQL runs them, not across the app's round trips, and a round trip under
+load lasts far longer than the statements: after each one the request's
+greenlet waits behind the rest of its worker's work. A send into a group locks
+the conversation and every member's row; sent this way, the next send waits for
+PostgreSQL's work alone. (psycopg's pipeline mode does the same in one round
+trip too, but waits for the socket once per statement, and every wait under
+gevent is a turn behind the others.)
 
-The price: no statement can use an earlier one's result, since they all come
-back at the end. Each takes what it needs from the database itself (in the
-same transaction, a statement sees what the earlier ones wrote).
+The price: the parameters are bound on the client (psycopg's escaping; nothing
+is prepared, so PostgreSQL plans the statements each time), and no statement
+can use an earlier one's result, since they all come back at the end. Each
+takes what it needs from the database itself (in the same transaction, a
+statement sees what the earlier ones wrote).
 
 On SQLite the statements run one by one in the request's transaction, then
 commit: the same statements, the same answers.
@@ -22,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg import ClientCursor
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Dialect, Executable, Result
 from sqlalchemy.exc import DBAPIError
@@ -41,7 +46,7 @@ def run_together(statements: Sequence[Executable], params: Mapping[str, Any]) ->
     """
     with db.statements() as session:
         if session.get_bind().dialect.name == "postgresql":
-            return _pipelined(session, statements, params)
+            return _as_one_query(session, statements, params)
         try:
             results = [_rows(session.execute(statement, params)) for statement in statements]
         except Exception:
@@ -56,8 +61,8 @@ def _rows(result: Result) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    """A statement compiled for psycopg once, and how to bind its parameters."""
+class _Compiled:
+    """A statement compiled for psycopg, and how to bind its parameters."""
 
     sql: str
     compiled: Any
@@ -71,49 +76,51 @@ class _Prepared:
 
 
 # Compiled once per statement and backend: the statements are module constants.
-_COMPILED: dict[tuple[Executable, str], _Prepared] = {}
+_COMPILED: dict[tuple[Executable, str], _Compiled] = {}
 
 
-def _compiled(statement: Executable, dialect: Dialect) -> _Prepared:
+def _compile_once(statement: Executable, dialect: Dialect) -> _Compiled:
     key = (statement, dialect.name)
     if key not in _COMPILED:
         _COMPILED[key] = _compile(statement, dialect)
     return _COMPILED[key]
 
 
-def _compile(statement: Executable, dialect: Dialect) -> _Prepared:
+def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
     compiled = statement.compile(dialect=dialect)
     processors = {
         name: process
         for bind, name in compiled.bind_names.items()
         if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
     }
-    return _Prepared(compiled.string, compiled, processors)
+    return _Compiled(compiled.string, compiled, processors)
 
 
-def _pipelined(
+def _as_one_query(
     session: Session, statements: Sequence[Executable], params: Mapping[str, Any]
 ) -> list[list[Any]]:
     connection = session.connection()
     raw = connection.connection.driver_connection  # a psycopg Connection
     dbapi_error = connection.dialect.loaded_dbapi.Error
-    prepared = [_compiled(statement, connection.dialect) for statement in statements]
+    compiled = [_compile_once(statement, connection.dialect) for statement in statements]
+    cursor = ClientCursor(raw, row_factory=namedtuple_row)
+    # Each statement bound on its own: anonymous parameters of two statements
+    # may share a name.
+    query = ";\n".join(cursor.mogrify(each.sql, each.bind(params)) for each in compiled)
     started = time.perf_counter()
     try:
-        # No sync inside the block: leaving it sends the one sync (a sync of
-        # our own would cost a second round trip at the block's end).
-        with raw.pipeline():
-            cursors = []
-            for statement in prepared:
-                cursor = raw.cursor(row_factory=namedtuple_row)
-                cursor.execute(statement.sql, statement.bind(params))
-                cursors.append(cursor)
-        return [cursor.fetchall() if cursor.description else [] for cursor in cursors]
+        cursor.execute(query)
+        results = []
+        while True:
+            results.append(cursor.fetchall() if cursor.description else [])
+            if not cursor.nextset():
+                return results
     except dbapi_error as exc:
-        if connection.dialect.is_disconnect(exc, raw, None):
+        if connection.dialect.is_disconnect(exc, raw, cursor):
             connection.invalidate(exc)
         raise DBAPIError.instance(
-            prepared[0].sql, params, exc, dbapi_error, dialect=connection.dialect
+            query, None, exc, dbapi_error, dialect=connection.dialect
         ) from exc
     finally:
+        cursor.close()
         DB_QUERY_SECONDS.observe(time.perf_counter() - started)
