@@ -49,18 +49,18 @@ def test_a_poll_back_from_its_wait_takes_the_next_turn_before_new_requests(make_
     admission = app.extensions["parley.admission"]
     served = []
 
-    def take_a_turn(who: str, returning: bool) -> None:
+    def take_a_turn(who: str, ahead: bool) -> None:
         with app.test_request_context():
-            admission.enter(returning=returning)
+            admission.enter(ahead=ahead)
             served.append(who)
             admission.leave()
 
     with app.test_request_context(), ThreadPoolExecutor(2) as background:
         admission.enter()  # the only turn
         already = waiting_for_a_turn()
-        first = background.submit(take_a_turn, "a new request", returning=False)
+        first = background.submit(take_a_turn, "a new request", ahead=False)
         wait_for_queued(already + 1)
-        second = background.submit(take_a_turn, "a poll back from its wait", returning=True)
+        second = background.submit(take_a_turn, "a poll back from its wait", ahead=True)
         wait_for_queued(already + 2)
         admission.leave()
         for taken in (first, second):
@@ -68,6 +68,28 @@ def test_a_poll_back_from_its_wait_takes_the_next_turn_before_new_requests(make_
 
     assert served == ["a poll back from its wait", "a new request"]
     assert waiting_for_a_turn() == already
+
+
+def test_a_send_takes_the_next_turn_before_new_polls(make_app):
+    """Its wait is its message's latency; a poll that stood in line before it loses
+    nothing, since the poll's answer carries the message."""
+    app = make_app(ADMITTED_REQUESTS=1, ADMISSION_WAIT_S=10)
+    admission = app.extensions["parley.admission"]
+    client = app.test_client()
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    chat = open_direct(client, ann, ben)
+    cursor = poll(client, ben)["cursor"]
+
+    with app.test_request_context(), ThreadPoolExecutor(2) as background:
+        admission.enter()  # the only turn
+        already = waiting_for_a_turn()
+        polled = background.submit(poll, app.test_client(), ben, after=cursor)
+        wait_for_queued(already + 1)
+        sent = background.submit(send, app.test_client(), ann, chat, "first in line")
+        wait_for_queued(already + 2)
+        admission.leave()
+        assert sent.result(timeout=10).status_code == 201
+        assert message_texts(polled.result(timeout=10)) == ["first in line"]
 
 
 def waiting_for_a_turn() -> float:

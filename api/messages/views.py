@@ -1,6 +1,7 @@
 from flask import Blueprint, current_app, request
 from marshmallow import ValidationError
 
+from api.admission import goes_ahead
 from api.auth import authenticated, current_auth
 from api.conversations.actions import access_conversation
 from api.db import db
@@ -31,6 +32,7 @@ def _client_msg_id(body: dict) -> str | None:
 
 
 @bp.post("/messages")
+@goes_ahead
 @authenticated
 def send_message(conversation_id: int):
     """Send a message; a retry with the same client_msg_id returns the original (200)."""
