@@ -64,9 +64,12 @@ def _rows(result: Result) -> list[Any]:
 class _Compiled:
     """A statement compiled for psycopg, and how to bind its parameters."""
 
-    sql: str
     compiled: Any
     processors: dict[str, Any]
+
+    @property
+    def sql(self) -> str:
+        return self.compiled.string
 
     def bind(self, params: Mapping[str, Any]) -> dict[str, Any]:
         bound = self.compiled.construct_params(dict(params))
@@ -93,7 +96,7 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
         for bind, name in compiled.bind_names.items()
         if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
     }
-    return _Compiled(compiled.string, compiled, processors)
+    return _Compiled(compiled, processors)
 
 
 def _as_one_query(
@@ -118,8 +121,10 @@ def _as_one_query(
     except dbapi_error as exc:
         if connection.dialect.is_disconnect(exc, raw, cursor):
             connection.invalidate(exc)
+        # Reported as SQLAlchemy would: the statements and the parameters apart.
+        statement = ";\n".join(each.sql for each in compiled)
         raise DBAPIError.instance(
-            query, None, exc, dbapi_error, dialect=connection.dialect
+            statement, params, exc, dbapi_error, dialect=connection.dialect
         ) from exc
     finally:
         cursor.close()
