@@ -81,7 +81,9 @@ class ContractClient(FlaskClient):
     """A test client that checks every response against openapi.yaml."""
 
     def open(self, *args, **kwargs):
-        response = super().open(*args, **kwargs)
+        # Buffered: the answer is read whole and closed at once, as a WSGI server
+        # closes it once sent (what the app runs on close runs).
+        response = super().open(*args, **{"buffered": True, **kwargs})
         check_flask_response(response)
         return response
 

@@ -1,13 +1,17 @@
-from flask import Blueprint, current_app, g
+import logging
+from functools import partial
+
+from flask import Blueprint, Flask, current_app, g, make_response
 from marshmallow import ValidationError
 
-from api.auth import authenticate, authenticated, claim_auth, current_auth
+from api.auth import Auth, authenticate, authenticated, claim_auth, current_auth
 from api.inbox import actions
 from api.inbox.schemas import ack_schema, batch_schema, poll_query_schema
 from api.metrics import POLLS
 from api.presence.actions import note_poll
 from api.validation import load_json, load_query
 
+log = logging.getLogger(__name__)
 bp = Blueprint("inbox", __name__, url_prefix="/v1/inbox")
 
 
@@ -52,11 +56,23 @@ def poll():
             after = actions.stored_cursor(auth, position)
         limit = query.get("limit", config["INBOX_LIMIT_DEFAULT"])
         batch = actions.poll_inbox(start, after, timeout, limit)
-    if timeout and batch.entries:  # it ended before its time
-        note_poll(auth, holds_for=0)
     outcome = "entries" if batch.entries else ("timeout" if timeout else "empty")
     POLLS.labels("long" if timeout else "short", outcome).inc()
-    return batch_schema.dump(batch)
+    response = make_response(batch_schema.dump(batch))
+    if timeout and batch.entries:  # it ended before its time
+        response.call_on_close(partial(_note_answered, current_app._get_current_object(), auth))
+    return response
+
+
+def _note_answered(app: Flask, auth: Auth) -> None:
+    """A long poll answered before its time: its device is last seen now, not at
+    the end of the time its start noted. Noted once the answer is out: the Redis
+    round trip (and its wait for a turn of the worker) is not the delivery's."""
+    with app.app_context():
+        try:
+            note_poll(auth, holds_for=0)
+        except Exception:  # the answer is out: nothing to do but say so
+            log.exception("a long poll's early end was not noted")
 
 
 @bp.post("/ack")
