@@ -7,7 +7,8 @@ worker would run them.
 import pytest
 import redis
 
-from api.auth import hash_token
+from api.auth import Auth, hash_token
+from api.presence.actions import note_poll
 from tests.factories import (
     create_group,
     log_in,
@@ -200,6 +201,21 @@ def test_a_held_long_poll_keeps_its_user_online(make_clocked_app, clock):
     assert sweep(app) == 1
     (shown,) = presence(client, ben, ann)
     assert shown["online"] is False and shown["last_seen"].startswith("2027-01-15T08:00:19")
+
+
+def test_an_early_answers_late_note_leaves_a_newer_poll_online(app, clock, pair):
+    """A long poll answered early notes its device last seen once the answer is out;
+    by then the client may hold a newer poll, which that note must not cut short."""
+    ann, ben, _ = pair
+    auth = Auth(ann.device_id, ann.id, hash_token(ann.token))
+    with app.test_request_context():
+        first = note_poll(auth, holds_for=20)  # the first poll's start
+        clock.advance(2)  # answered early; the client polls again at once
+        note_poll(auth, holds_for=20)
+        note_poll(auth, holds_for=0, replacing=first)  # the first poll's end, noted late
+    clock.advance(1 + WINDOW_S)  # past the early answer's window, not the newer poll's
+    sweep(app)
+    assert presence(app.test_client(), ben, ann)[0]["online"] is True
 
 
 def test_a_long_poll_that_runs_out_its_time_is_last_seen_at_its_end(app, client, clock, pair):

@@ -41,13 +41,13 @@ def poll():
     timeout = min(query["timeout"], config["LONG_POLL_CAP_S"])
     with actions.polling(auth, timeout) as start:
         # Noted as held to its end: a short poll, or a long one that runs out its time.
-        note_poll(auth, holds_for=timeout, trip=start.trip, claim=claim)
+        noted = note_poll(auth, holds_for=timeout, trip=start.trip, claim=claim)
         position = start.send()
         if claim is not None and not claim.confirmed:
             # Logged out, expired from the cache, or Redis failed: check it as any
             # request would (401, or the same device), then note the poll.
             authenticate(auth.token_hash)
-            note_poll(auth, holds_for=timeout)
+            noted = note_poll(auth, holds_for=timeout)
         if "after" in query:
             after = query["after"]
             if after:  # confirming 0 confirms nothing (cursors only move forward)
@@ -60,17 +60,20 @@ def poll():
     POLLS.labels("long" if timeout else "short", outcome).inc()
     response = make_response(batch_schema.dump(batch))
     if timeout and batch.entries:  # it ended before its time
-        response.call_on_close(partial(_note_answered, current_app._get_current_object(), auth))
+        answered = partial(_note_answered, current_app._get_current_object(), auth, noted)
+        response.call_on_close(answered)
     return response
 
 
-def _note_answered(app: Flask, auth: Auth) -> None:
+def _note_answered(app: Flask, auth: Auth, noted: float) -> None:
     """A long poll answered before its time: its device is last seen now, not at
-    the end of the time its start noted. Noted once the answer is out: the Redis
-    round trip (and its wait for a turn of the worker) is not the delivery's."""
+    the end of the time its start ``noted``. Noted once the answer is out: the
+    Redis round trip (and its wait for a turn of the worker) is not the
+    delivery's. By then the client may have polled again: the note then leaves
+    that newer poll's deadline alone."""
     with app.app_context():
         try:
-            note_poll(auth, holds_for=0)
+            note_poll(auth, holds_for=0, replacing=noted)
         except Exception:  # the answer is out: nothing to do but say so
             log.exception("a long poll's early end was not noted")
 

@@ -52,13 +52,16 @@ def note_poll(
     holds_for: float,
     trip: Trip | None = None,
     claim: TokenClaim | None = None,
-) -> None:
+    replacing: float | None = None,
+) -> float:
     """Note that this device polls: it counts as online until ``holds_for`` seconds
-    from now plus the window, and was last seen then. Called when a poll starts,
-    and when a long poll answers before its time. No database write unless the
-    user just came online. With ``trip``, the note goes in it and takes effect
-    once the trip is sent; with a ``claim`` too, the note is made only if the
-    token is still the device's, and being made confirms the claim."""
+    from now plus the window, and was last seen then; returns that deadline.
+    Called when a poll starts, and when a long poll answers before its time (with
+    ``replacing``, the deadline its start noted: a newer poll of the device,
+    noted meanwhile, is not cut short). No database write unless the user just
+    came online. With ``trip``, the note goes in it and takes effect once the
+    trip is sent; with a ``claim`` too, the note is made only if the token is
+    still the device's, and being made confirms the claim."""
     moment = now()
     deadline = moment + holds_for + current_app.config["PRESENCE_WINDOW_S"]
     touch = (auth.user_id, auth.device_id, deadline, moment)
@@ -66,13 +69,14 @@ def note_poll(
         guard = (claim.key, claim.value) if claim else None
         then = partial(_noted, auth, claim)
         _store().touch_then(trip, then, _not_noted, *touch, guard=guard)
-        return
+        return deadline
     try:
-        came_online = _store().touch(*touch)
+        came_online = _store().touch(*touch, replacing=replacing)
     except redis.RedisError as exc:
         _not_noted(exc)
     else:
         _noted(auth, None, came_online)
+    return deadline
 
 
 def _noted(auth: Auth, claim: TokenClaim | None, came_online: bool | None) -> None:

@@ -22,9 +22,11 @@ from api.metrics import redis_timer
 
 # Set one device's deadline; the user's deadline becomes the latest live one.
 # Returns 1 if the user was not online before (came online), else 0; with a
-# guard (KEYS[3] must hold ARGV[6]) that fails, touches nothing and returns -1.
+# guard (KEYS[3] must hold ARGV[6]) that fails, or a deadline to replace
+# (ARGV[7]) that is not the device's any more, touches nothing and returns -1.
 _TOUCH = """
 if KEYS[3] and redis.call('GET', KEYS[3]) ~= ARGV[6] then return -1 end
+if ARGV[7] and redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[7] then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local fields = redis.call('HGETALL', KEYS[1])
 local latest = 0
@@ -81,9 +83,18 @@ class LocalPresenceStore:
         self._deadlines: dict[int, float] = {}
         self._last_seen: dict[int, float] = {}
 
-    def touch(self, user_id: int, device_id: int, deadline: float, now: float) -> bool:
+    def touch(
+        self,
+        user_id: int,
+        device_id: int,
+        deadline: float,
+        now: float,
+        replacing: float | None = None,
+    ) -> bool | None:
         with self._lock:
             devices = self._devices[user_id]
+            if replacing is not None and devices.get(device_id) != replacing:
+                return None
             devices[device_id] = deadline
             for device, until in list(devices.items()):
                 if until <= now:
@@ -136,9 +147,21 @@ class RedisPresenceStore:
         self._expire = client.register_script(_EXPIRE)
 
     @redis_timer("presence_touch")
-    def touch(self, user_id: int, device_id: int, deadline: float, now: float) -> bool:
+    def touch(
+        self,
+        user_id: int,
+        device_id: int,
+        deadline: float,
+        now: float,
+        replacing: float | None = None,
+    ) -> bool | None:
+        """Set the device's deadline (only while it is still ``replacing``, if
+        given); whether the user came online, or ``None`` if nothing was set."""
         keys, args = self._touch_keys_args(user_id, device_id, deadline, now)
-        return bool(self._touch(keys=keys, args=args))
+        if replacing is not None:
+            args += ["", replacing]  # no guard key: its value's place stays empty
+        reply = self._touch(keys=keys, args=args)
+        return None if reply == -1 else bool(reply)
 
     def touch_then(
         self,
