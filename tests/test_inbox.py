@@ -5,6 +5,7 @@ from contextlib import contextmanager
 
 import redis
 
+from api.inbox.actions import TIME_OUT_TICK_S
 from tests.factories import (
     create_group,
     database_queries,
@@ -20,6 +21,8 @@ from tests.factories import (
     sign_up,
     wait_until_waiting,
 )
+
+TIMING_OUT_TOGETHER = 24
 
 
 def test_a_short_poll_answers_at_once_and_redelivers_until_confirmed(client, pair):
@@ -123,9 +126,30 @@ def test_a_long_poll_is_woken_by_a_send(app, client, pair):
 def test_a_long_poll_with_nothing_new_waits_out_its_timeout(client, pair):
     _, ben, _ = pair
     started = time.monotonic()
-    body = poll(client, ben, timeout=0.5)
+    body = poll(client, ben, timeout=1)
     assert body == {"entries": [], "cursor": 0, "has_more": False}
-    assert time.monotonic() - started >= 0.5
+    # It may end early, on the last of the process's shared ticks before its time.
+    assert time.monotonic() - started >= 1 - TIME_OUT_TICK_S
+
+
+def test_long_polls_timing_out_close_together_read_in_one_statement(app, client):
+    """Each poll that runs out its time reads its inbox once more; the polls of a
+    process that time out within a tick of each other share that read."""
+    people = [sign_up(client, f"user{n}") for n in range(TIMING_OUT_TOGETHER)]
+    for person in people:
+        poll(client, person)  # caches warm: starting a poll reads no database
+    with database_queries(app) as queries:
+        held = []
+        for person in people:  # one after the other, as their clients happen to poll
+            held.append(long_poll_in_background(app, person, timeout=1))
+            time.sleep(0.8 * TIME_OUT_TICK_S / TIMING_OUT_TOGETHER)
+        answers = [future.result(timeout=30)[0] for future in held]
+    assert all(answer["entries"] == [] for answer in answers)
+    reads = [query for query in queries if "inbox_entries" in query]
+    # Started within half a second (a slow machine's), they end on at most three
+    # ticks, and a tick's polls make three reads at most (two start at once, the
+    # rest gather for the next); without ticks, most of them read alone.
+    assert 0 < len(reads) <= 9, reads
 
 
 def test_a_long_poll_is_cut_to_the_server_cap(make_app):

