@@ -5,6 +5,7 @@ from concurrent.futures import wait as wait_for
 
 import pytest
 
+from api.inbox.actions import TIME_OUT_TICK_S
 from tests.factories import Person, create_group, message_texts, open_direct, poll, send
 from tests.scaled.client import (
     ApiClient,
@@ -79,7 +80,8 @@ def test_a_long_poll_with_nothing_to_deliver_waits_its_timeout_and_answers_empty
 
     assert batch["entries"] == []
     assert batch["cursor"] == 0
-    assert waited >= 0.95
+    # It may end early, on the last of the process's shared ticks before its time.
+    assert waited >= 1 - TIME_OUT_TICK_S
 
 
 def test_a_newer_poll_from_the_same_phone_ends_the_older_one_on_the_other_instance(instances):
