@@ -147,9 +147,10 @@ def test_long_polls_timing_out_close_together_read_in_one_statement(app, client)
     assert all(answer["entries"] == [] for answer in answers)
     reads = [query for query in queries if "inbox_entries" in query]
     # Started within half a second (a slow machine's), they end on at most three
-    # ticks, and a tick's polls make three reads at most (two start at once, the
-    # rest gather for the next); without ticks, most of them read alone.
-    assert 0 < len(reads) <= 9, reads
+    # ticks, where a tick's polls make three reads (two start at once, the rest
+    # gather for the next) unless a busy machine wakes some of them late; without
+    # ticks, each of them reads alone.
+    assert 0 < len(reads) <= TIMING_OUT_TOGETHER // 2, reads
 
 
 def test_a_long_poll_is_cut_to_the_server_cap(make_app):
