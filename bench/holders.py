@@ -80,7 +80,12 @@ async def _hold(url: str, tag: str, devices: int, ramp_s: float, pipe: Connectio
     ]
     await asyncio.to_thread(pipe.recv)  # "release"
     stop.set()
-    await asyncio.gather(*(clients.supersede(api, d, ledger) for d in held if d.holding))
+    # As many at a time as there are spare connections: queued for one, a
+    # request's time runs out before it is even sent (the errors were ours).
+    limit = asyncio.Semaphore(CONNECTIONS_SPARE)
+    await asyncio.gather(
+        *(_bounded(limit, clients.supersede(api, d, ledger)) for d in held if d.holding)
+    )
     await asyncio.wait(loops, timeout=30)
     traffic = api.traffic
     pipe.send(
