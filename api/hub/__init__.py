@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import redis
 from flask import Flask, current_app
+from redis.maint_notifications import MaintNotificationsConfig
 
 from api.hub.base import Hub, LocalHub
 from api.hub.hints import LocalHints, RedisHints
@@ -49,6 +50,10 @@ def init_coordinator(app: Flask) -> None:
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
             socket_keepalive=True,
             health_check_interval=10,
+            # Maintenance notifications (a managed Redis's pushes before a failover)
+            # turn off the pool's check for unread replies on the connections it hands
+            # out: a reply left behind by a request cut short would answer the next.
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
             # Named so operators (and tests) can tell Parley's connections apart.
             client_name=f"{prefix.rstrip(':')}-{os.getpid()}",
         )
