@@ -17,6 +17,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from api.hub.base import Hub, LocalHub
 from api.hub.hints import LocalHints, RedisHints
+from api.hub.parser import ReadyCheckingParser
 from api.hub.redis_hub import RedisHub
 from api.hub.trip import Trip
 
@@ -50,6 +51,7 @@ def init_coordinator(app: Flask) -> None:
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
             socket_keepalive=True,
             health_check_interval=10,
+            parser_class=ReadyCheckingParser,
             # Maintenance notifications (a managed Redis's pushes before a failover)
             # turn off the pool's check for unread replies on the connections it hands
             # out: a reply left behind by a request cut short would answer the next.
