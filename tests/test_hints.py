@@ -44,3 +44,20 @@ def test_raised_counters_in_redis_expire_by_themselves(redis_url):
         RedisHints(client).raise_to({key: 2}, TTL_S)
         assert 0 < client.ttl(key) <= TTL_S
         client.delete(key)
+
+
+def test_a_counter_raised_to_the_value_it_has_lives_on(redis_url):
+    """A head just read from the database is as fresh as one just written, and a
+    lower value leaves the counter as it is."""
+    key = f"{unique_prefix()}head:1"
+    with redis.Redis.from_url(redis_url) as client:
+        hints = RedisHints(client)
+        hints.raise_to({key: 2}, TTL_S)
+        client.expire(key, 5)  # most of its time has passed
+
+        hints.raise_to({key: 1}, TTL_S)
+        assert client.ttl(key) <= 5
+        hints.raise_to({key: 2}, TTL_S)
+        assert client.ttl(key) > 5
+        assert hints.get_many([key]) == ["2"]
+        client.delete(key)

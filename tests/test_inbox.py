@@ -262,17 +262,19 @@ def test_an_empty_poll_by_a_known_device_takes_one_redis_round_trip(app, client,
 
 
 @scaled_only
-def test_a_long_poll_that_runs_out_its_time_takes_one_redis_round_trip(
+def test_a_long_poll_that_runs_out_its_time_takes_two_redis_round_trips(
     app, client, pair, monkeypatch
 ):
-    """Its start notes it as held to its end, so its end notes nothing."""
+    """Its start notes it as held to its end, so its end notes nothing: one round
+    trip starts it, one caches the head its last read brought (shared by the
+    polls whose reads gather)."""
     ann, ben, cid = pair
     send(client, ann, cid, "hi")
     cursor = poll(client, ben, timeout=1)["cursor"]  # at once (and the listener is up)
     poll(client, ben, after=cursor)  # confirmed
     with redis_round_trips(app, monkeypatch) as trips:
         assert poll(client, ben, after=cursor, timeout=1)["entries"] == []
-    assert len(trips) == 1
+    assert len(trips) == 2
 
 
 @scaled_only
@@ -322,6 +324,20 @@ def test_a_confirmed_cursor_stays_cached_after_the_head_expires(make_app):
         assert poll(client, ben, after=cursor)["entries"] == []
     assert len(_head_reads(queries)) == 1
     assert not [q for q in queries if q.startswith("UPDATE")]
+
+
+def test_a_long_poll_that_runs_out_its_time_keeps_its_users_head_cached(make_app):
+    """Its last read of the inbox brings the head along: the next poll with
+    nothing new reads nothing, though the head cached at the send has expired."""
+    app = make_app(HEAD_CACHE_TTL_S=2)
+    client = app.test_client()
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    send(client, ann, open_direct(client, ann, ben), "hi")
+    cursor = poll(client, ben)["cursor"]
+    assert poll(client, ben, after=cursor, timeout=3)["entries"] == []  # past the head's TTL
+    with database_queries(app) as queries:
+        assert poll(client, ben, after=cursor)["entries"] == []
+    assert _head_reads(queries) == []
 
 
 @scaled_only

@@ -14,7 +14,8 @@ from api.accounts.models import Device, User
 from api.auth import Auth, new_token, remember_token, revoke_cached_token
 from api.errors import ApiError
 from api.hub import coordinator
-from api.inbox.actions import remember_cursor, remember_head
+from api.inbox.actions import remember_cursor
+from api.inbox.heads import remember_heads
 from api.presence.actions import do_sync_presence
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def _remember_device(auth: Auth, cursor: int, head: int) -> None:
     trip = coordinator().trip()
     remember_token(auth, trip)
     remember_cursor(auth, cursor, trip)
-    remember_head(auth.user_id, head, trip)
+    remember_heads({auth.user_id: head}, trip)
     trip.send()
 
 

@@ -17,12 +17,13 @@ from api.metrics import redis_timer
 log = logging.getLogger(__name__)
 
 # Raise counters, never lower them: two writers racing leave the larger value.
-# KEYS[i] is raised to ARGV[i]; the last ARGV is the time to live.
+# One raised to the value it has lives for another time to live: the value was
+# just confirmed. KEYS[i] is raised to ARGV[i]; the last ARGV is the time to live.
 _RAISE_TO = """
 local ttl = ARGV[#ARGV]
 for i, key in ipairs(KEYS) do
   local current = tonumber(redis.call('GET', key))
-  if current == nil or current < tonumber(ARGV[i]) then
+  if current == nil or current <= tonumber(ARGV[i]) then
     redis.call('SET', key, ARGV[i], 'EX', ttl)
   end
 end
@@ -50,7 +51,7 @@ class LocalHints:
         with self._lock:
             for key, wanted in values.items():
                 current = self._live(key)
-                if current is None or int(current) < wanted:
+                if current is None or int(current) <= wanted:
                     self._values[key] = (str(wanted), expires)
 
     def set(
@@ -103,7 +104,8 @@ class RedisHints:
         trip.add(lambda pipe: pipe.mget(keys), lambda values: then(_decoded(values)), failed)
 
     def raise_to(self, values: dict[str, int], ttl: int, trip: Trip | None = None) -> None:
-        """Raise these counters (never lower them), now or in ``trip``."""
+        """Raise these counters (never lower them), now or in ``trip``; one that
+        already has its value lives for another ``ttl``."""
         if not values:
             return
         if trip is None:

@@ -47,6 +47,7 @@ from api.gathering import Gatherer, bound_rows, bound_values
 from api.hub import coordinator
 from api.hub.trip import Trip
 from api.hub.waiters import Waiter
+from api.inbox.heads import head_key, remember_heads
 from api.inbox.models import InboxEntry
 from api.inbox.reading import Batch, read_inbox
 from api.messages.models import Message
@@ -62,10 +63,6 @@ inbox_table = InboxEntry.__table__
 messages_table = Message.__table__
 conversations_table = Conversation.__table__
 memberships_table = Membership.__table__
-
-
-def _head_key(user_id: int) -> str:
-    return f"{coordinator().prefix}head:{user_id}"
 
 
 def _cursor_key(device_id: int) -> str:
@@ -249,26 +246,15 @@ def notify_inbox(heads: dict[int, int], by_device: int | None = None) -> None:
     entries, are not woken: they get them with their next answer."""
     coordinating = coordinator()
     trip = coordinating.trip()
-    coordinating.hints.raise_to(
-        {_head_key(uid): seq for uid, seq in heads.items()},
-        current_app.config["HEAD_CACHE_TTL_S"],
-        trip,
-    )
+    remember_heads(heads, trip)
     coordinating.hub.notify_users(heads, by_device, trip)
     trip.send()
 
 
 def _inbox_head(session: Session, user_id: int) -> int:
     head = session.scalar(select(users_table.c.inbox_seq).where(users_table.c.id == user_id)) or 0
-    remember_head(user_id, head)
+    remember_heads({user_id: head})
     return head
-
-
-def remember_head(user_id: int, head: int, trip: Trip | None = None) -> None:
-    """Cache a head read from the database (now or in ``trip``); it only moves forward."""
-    coordinator().hints.raise_to(
-        {_head_key(user_id): head}, current_app.config["HEAD_CACHE_TTL_S"], trip
-    )
 
 
 @dataclass
@@ -294,7 +280,7 @@ class Position:
 
 
 def position_keys(auth: Auth) -> list[str]:
-    return [_cursor_key(auth.device_id), _head_key(auth.user_id)]
+    return [_cursor_key(auth.device_id), head_key(auth.user_id)]
 
 
 def read_position(auth: Auth) -> Position:

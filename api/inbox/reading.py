@@ -13,6 +13,7 @@ from api.accounts.models import User
 from api.db import db
 from api.errors import ApiError
 from api.gathering import Gatherer, bound_rows, bound_values
+from api.inbox.heads import remember_heads
 from api.inbox.models import InboxEntry
 from api.messages.models import Message
 
@@ -47,10 +48,10 @@ def _entries_after(count: int) -> Select:
     costs more than its round trip).
 
     Each inbox's user row always matches, so an answer with no entries still
-    brings the floor. Each entry comes ranked within its inbox and with the
-    running total of message text up to it; its text comes only while that total
-    stays within the batch budget (or for the inbox's first text): no text
-    travels that the answer will not carry.
+    brings the floor and the head. Each entry comes ranked within its inbox and
+    with the running total of message text up to it; its text comes only while
+    that total stays within the batch budget (or for the inbox's first text): no
+    text travels that the answer will not carry.
     """
     wanted = bound_rows("wanted", count, _WANTED_COLUMNS)
     in_inbox_order = {"partition_by": wanted.c.n, "order_by": inbox_table.c.seq}
@@ -59,6 +60,7 @@ def _entries_after(count: int) -> Select:
             wanted.c.n,
             wanted.c.most,
             users_table.c.inbox_floor,
+            users_table.c.inbox_seq,
             inbox_table,
             _text_length.label("text_length"),
             func.sum(_text_length).over(**in_inbox_order, rows=(None, 0)).label("chars_through"),
@@ -93,13 +95,25 @@ def _entries_after(count: int) -> Select:
 def read_inboxes(wanted: list[Wanted], budget: int) -> list[Batch | ApiError]:
     """Each inbox's entries after its ``after``: at most its ``limit``, and no more
     text than ``budget`` (always at least one entry, so a client always makes
-    progress); or the 410 to answer if entries it has not confirmed were pruned."""
+    progress); or the 410 to answer if entries it has not confirmed were pruned.
+
+    The heads of the inboxes with nothing new are cached on the way: a long poll
+    that runs out its time ends with this read, so a quiet user who keeps polling
+    keeps a cached head, and the next poll's start finds it there instead of
+    reading it from the database. (A send raised the others' heads just now.)"""
     # Asked for one more than the limit: it tells whether more wait.
     rows_wanted = [(read.user_id, read.after, read.limit + 1) for read in wanted]
     params = {"budget": budget, **bound_values(rows_wanted, _WANTED_COLUMNS)}
     with db.statements() as session:
         rows = session.execute(_entries_after(len(wanted)), params).all()
     by_inbox = {n: list(inbox_rows) for n, inbox_rows in groupby(rows, key=lambda r: r.n)}
+    remember_heads(
+        {
+            wanted[n].user_id: rows[0].inbox_seq
+            for n, rows in by_inbox.items()
+            if rows[0].seq is None  # nothing new: a head no send has raised lately
+        }
+    )
     return [_answer(by_inbox.get(n, []), read, budget) for n, read in enumerate(wanted)]
 
 
