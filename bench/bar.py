@@ -92,9 +92,16 @@ def _memory(probe: dict[str, Any] | None) -> str:
     return f"{_kib_per_poll(probe):.1f} KiB ({held:,.0f} held)"
 
 
+def _most_held(probe: dict[str, Any] | None) -> float:
+    """The most polls the server held at once (the holding scenario's peak; the
+    waiting scenario's probe holds all of them until it measures)."""
+    probe = probe or {}
+    return probe.get("most_held", probe.get("held")) or 0
+
+
 def _memory_met(probe: dict[str, Any] | None, wanted: int) -> bool:
-    """Met only when measured with every poll held: fewer would flatter it."""
-    return ((probe or {}).get("held") or 0) >= wanted and _kib_per_poll(probe) <= 30
+    """Met only when measured once every poll was held: fewer would flatter it."""
+    return _most_held(probe) >= wanted and _kib_per_poll(probe) <= 30
 
 
 def _polls_per_worker(r: dict[str, Any]) -> float:
@@ -164,8 +171,8 @@ def targets(args: argparse.Namespace) -> list[Target]:
         ),
         Target(
             f"{args.hold:,} concurrent waiting long polls without errors",
-            lambda r: f"{r['holding']['held']:,.0f} held, {r['holding']['errors']:,} errors",
-            lambda r: r["holding"]["held"] >= args.hold and r["holding"]["errors"] == 0,
+            lambda r: f"{_most_held(r['holding']):,.0f} held, {r['holding']['errors']:,} errors",
+            lambda r: _most_held(r["holding"]) >= args.hold and r["holding"]["errors"] == 0,
             ("holding",),
         ),
         Target(

@@ -39,3 +39,32 @@ def test_a_partial_run_cannot_be_published():
     with pytest.raises(SystemExit, match="whole table"):
         arguments(only=("waiting",), publish=True)
     assert arguments(publish=True).only == bar.SCENARIOS
+
+
+def holding(most_held: int) -> dict:
+    """The holding scenario's record: a few polls are always between an answer
+    and the next poll when the memory is read (800 re-polls a second at 20,000)."""
+    return {
+        "holding": {
+            "most_held": most_held,
+            "held": 19_954,
+            "errors": 0,
+            "web_pss_per_poll_bytes": 17.5 * 1024,
+        }
+    }
+
+
+def test_the_polls_held_at_once_are_the_most_the_server_held():
+    rows = bar.evaluate(arguments(only=("holding",)), holding(most_held=20_000))
+
+    assert rows == [
+        ("≤ 30 KiB per waiting long poll (20,000 held)", "17.5 KiB (19,954 held)", True),
+        ("20,000 concurrent waiting long polls without errors", "20,000 held, 0 errors", True),
+    ]
+
+
+def test_polls_never_all_held_at_once_miss_both_targets():
+    rows = bar.evaluate(arguments(only=("holding",)), holding(most_held=19_990))
+
+    assert [met for _, _, met in rows] == [False, False]
+    assert rows[1][1] == "19,990 held, 0 errors"
