@@ -113,8 +113,10 @@ def _empty_polls(r: dict[str, Any]) -> str:
     """The rate per worker, and what each poll cost the workers: on cores shared with
     the harness the rate says as much about the client as about the server."""
     empty = r["empty"]
-    cost = f" ({1000 * empty['web_cpu_s'] / empty['polls']:.2f} ms of worker CPU each)"
-    return f"{_polls_per_worker(r):,.0f}/s" + (cost if empty["polls"] else "")
+    rate = f"{_polls_per_worker(r):,.0f}/s"
+    if not empty["polls"]:
+        return rate
+    return f"{rate} ({1000 * empty['web_cpu_s'] / empty['polls']:.2f} ms of worker CPU each)"
 
 
 def _broken(r: dict[str, Any]) -> int:

@@ -80,3 +80,11 @@ def test_polls_never_all_held_at_once_miss_both_targets():
 
     assert [met for _, _, met in rows] == [False, False]
     assert rows[1][1] == "19,990 held, 0 errors"
+
+
+def test_an_empty_scenario_with_no_poll_answered_still_makes_its_row():
+    nothing = {"empty": {**EMPTY_ONLY["empty"], "polls": 0, "polls_per_s": 0}}
+
+    rows = bar.evaluate(arguments(only=("empty",)), nothing)
+
+    assert rows[1] == ("≥ 2,000 empty polls/s per worker process", "0/s", False)
