@@ -109,9 +109,9 @@ def read_inboxes(wanted: list[Wanted], budget: int) -> list[Batch | ApiError]:
     by_inbox = {n: list(inbox_rows) for n, inbox_rows in groupby(rows, key=lambda r: r.n)}
     remember_heads(
         {
-            wanted[n].user_id: rows[0].inbox_seq
-            for n, rows in by_inbox.items()
-            if rows[0].seq is None  # nothing new: a head no send has raised lately
+            wanted[n].user_id: inbox_rows[0].inbox_seq
+            for n, inbox_rows in by_inbox.items()
+            if inbox_rows[0].seq is None  # no entry after `after`: no send raised it lately
         }
     )
     return [_answer(by_inbox.get(n, []), read, budget) for n, read in enumerate(wanted)]
