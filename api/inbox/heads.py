@@ -1,10 +1,10 @@
 """The cached inbox heads: each user's newest inbox ``seq``, beside the database.
 
 A poll with nothing new answers from the cached head, without a query. Heads are
-cached from the database (every read of an inbox brings its head) and raised
-after each commit of new entries; they only move forward, and they expire, so
-that a head left behind by a lost Redis write hides news for
-``HEAD_CACHE_TTL_S`` at most.
+cached from the database (a poll that reads the head itself, and a read of an
+inbox that finds nothing new) and raised after each commit of new entries; they
+only move forward, and they expire, so that a head left behind by a lost Redis
+write hides news for ``HEAD_CACHE_TTL_S`` at most.
 """
 
 from flask import current_app
