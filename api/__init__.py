@@ -32,6 +32,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from api.http import init_http
     from api.hub import init_coordinator
     from api.inbox.actions import init_cursors
+    from api.inbox.answered import init_answered
     from api.inbox.reading import init_reading
     from api.inbox.views import bp as inbox_bp
     from api.limits import init_limits
@@ -49,6 +50,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     init_presence(app, app.extensions["parley.hub"].client)
     init_reading(app)
     init_cursors(app)
+    init_answered(app)
     init_password_hasher(app)
     init_http(app)
     init_admission(app)

@@ -40,10 +40,15 @@ class _Gathering(Generic[Asked, Answer]):
 class Gatherer(Generic[Asked, Answer]):
     """Serves each request with ``run``, which answers a list of them at once (an
     answer that is an exception is raised to its request alone); at most
-    ``STATEMENTS_IN_FLIGHT`` runs at a time, at most ``GATHERED_MAX`` requests each."""
+    ``in_flight`` runs at a time, at most ``GATHERED_MAX`` requests each."""
 
-    def __init__(self, run: Callable[[list[Asked]], Sequence[Answer | Exception]]) -> None:
+    def __init__(
+        self,
+        run: Callable[[list[Asked]], Sequence[Answer | Exception]],
+        in_flight: int = STATEMENTS_IN_FLIGHT,
+    ) -> None:
         self._run = run
+        self._most_in_flight = in_flight
         self._lock = threading.Lock()
         self._in_flight = 0
         self._queued: deque[_Gathering[Asked, Answer]] = deque()  # the last one still gathers
@@ -69,7 +74,7 @@ class Gatherer(Generic[Asked, Answer]):
 
     def _join(self, asked: Asked) -> tuple[_Gathering[Asked, Answer], int]:
         with self._lock:
-            if self._in_flight < STATEMENTS_IN_FLIGHT:
+            if self._in_flight < self._most_in_flight:
                 self._in_flight += 1
                 gathering = _Gathering()
                 gathering.turn.set()

@@ -181,3 +181,21 @@ def postgres_protocol(app) -> Iterator[list[tuple[str, str, str]]]:
                 for line in re.split(r"\n(?=[FB]\t)", file.read().strip()):
                     direction, _length, kind, *text = line.split("\t")
                     messages.append((direction, kind, " ".join(text).strip()))
+
+
+@contextmanager
+def redis_round_trips(app, monkeypatch) -> Iterator[list[object]]:
+    """One item per round trip to Redis while the block runs: a command or a
+    pipeline each takes a connection from the app's pool (the listener keeps its own)."""
+    pool = app.extensions["parley.hub"].client.connection_pool
+    trips: list[object] = []
+    take = pool.get_connection
+
+    def counted(*args, **kwargs):
+        connection = take(*args, **kwargs)
+        trips.append(connection)
+        return connection
+
+    monkeypatch.setattr(pool, "get_connection", counted)
+    yield trips
+    monkeypatch.undo()

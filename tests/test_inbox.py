@@ -16,6 +16,7 @@ from tests.factories import (
     of_type,
     open_direct,
     poll,
+    redis_round_trips,
     scaled_only,
     send,
     sign_up,
@@ -171,6 +172,45 @@ def test_a_newer_poll_of_the_same_device_ends_the_older_one(app, client, pair):
     assert newer.result(timeout=30)[0]["entries"] == []
 
 
+@contextmanager
+def announcements(app) -> Iterator[list[str]]:
+    """The poll announcements published for other processes while the block runs
+    (read from the wake-up channel, as every process's listener reads them)."""
+    coordinator = app.extensions["parley.hub"]
+    channel = f"{coordinator.prefix}wake"
+    heard: list[str] = []
+    with coordinator.client.pubsub() as listening:
+        listening.subscribe(channel)
+        assert listening.get_message(timeout=5)["type"] == "subscribe"  # live from here
+        yield heard
+        coordinator.client.publish(channel, "end of the block")
+        while (message := listening.get_message(timeout=5)) is not None:
+            if message["data"] == b"end of the block":
+                break
+            if message["data"].startswith(b"d:"):
+                heard.append(message["data"].decode())
+
+
+@scaled_only
+def test_a_poll_is_announced_to_other_processes_only_when_it_replaces_a_held_one(app, client, pair):
+    """Every process hears every announcement, so polls that follow their device's
+    last answer (after a time-out, or answered early) announce nothing; a poll made
+    while the device holds one (a phone that lost its connection) ends it."""
+    ann, ben, cid = pair
+    poll(client, ben, timeout=0.3)  # starts this process's listener
+    with announcements(app) as heard:
+        assert poll(client, ben, timeout=0.3)["entries"] == []  # after a time-out
+        answered_early = long_poll_in_background(app, ben, timeout=20)
+        wait_until_waiting(app)
+        send(client, ann, cid, "hi")
+        cursor = answered_early.result(timeout=30)[0]["cursor"]
+        lost = long_poll_in_background(app, ben, after=cursor, timeout=20)
+        wait_until_waiting(app)
+        replacing = poll(client, ben, after=cursor, timeout=0.3)
+        assert lost.result(timeout=30)[0]["entries"] == replacing["entries"] == []
+    assert [announced.rpartition(":")[0] for announced in heard] == [f"d:{ben.device_id}"]
+
+
 def test_a_send_wakes_everyone_but_the_sending_device(app, client, pair):
     """The sending phone has its message from the 201: its held poll is not woken
     for it (it gets the entry with its next answer), while Ann's laptop and Ben,
@@ -229,24 +269,6 @@ def test_an_empty_short_poll_costs_no_database_query(app, client):
             assert poll(client, ben, after=0)["entries"] == []
             assert poll(client, ben)["entries"] == []
     assert queries == []
-
-
-@contextmanager
-def redis_round_trips(app, monkeypatch) -> Iterator[list[object]]:
-    """One item per round trip to Redis while the block runs: a command or a
-    pipeline each takes a connection from the app's pool (the listener keeps its own)."""
-    pool = app.extensions["parley.hub"].client.connection_pool
-    trips: list[object] = []
-    take = pool.get_connection
-
-    def counted(*args, **kwargs):
-        connection = take(*args, **kwargs)
-        trips.append(connection)
-        return connection
-
-    monkeypatch.setattr(pool, "get_connection", counted)
-    yield trips
-    monkeypatch.undo()
 
 
 @scaled_only

@@ -8,6 +8,8 @@ import pytest
 import redis
 
 from api.auth import Auth, hash_token
+from api.hub.waiters import Waiter
+from api.inbox.answered import Answered, end_answered
 from api.presence.actions import note_poll
 from tests.factories import (
     create_group,
@@ -17,6 +19,7 @@ from tests.factories import (
     of_type,
     open_direct,
     poll,
+    redis_round_trips,
     scaled_only,
     send,
     sign_up,
@@ -216,6 +219,35 @@ def test_an_early_answers_late_note_leaves_a_newer_poll_online(app, clock, pair)
     clock.advance(1 + WINDOW_S)  # past the early answer's window, not the newer poll's
     sweep(app)
     assert presence(app.test_client(), ben, ann)[0]["online"] is True
+
+
+@scaled_only
+def test_polls_answered_together_are_noted_in_one_redis_round_trip(
+    app, client, clock, pair, monkeypatch
+):
+    """The polls of a process answered together (a send to a group wakes every
+    member's) note their early ends in one round trip, each device last seen at
+    its answer."""
+    ann, ben, _ = pair
+    cat = sign_up(client, "cat")
+    people = [ann, ben, cat]
+    auths = [Auth(p.device_id, p.id, hash_token(p.token)) for p in people]
+    with app.test_request_context():
+        noted = [note_poll(auth, holds_for=20) for auth in auths]  # their starts
+        clock.advance(2)  # answered early, together
+        ended = [
+            Answered(auth, Waiter(auth.user_id, auth.device_id), until)
+            for auth, until in zip(auths, noted, strict=True)
+        ]
+        with redis_round_trips(app, monkeypatch) as trips:
+            end_answered(ended)
+    assert len(trips) == 1
+    clock.advance(1 + WINDOW_S)  # past the answers' window, not the starts' deadlines
+    assert sweep(app) == len(people)
+    shown = presence(client, ben, ann, cat)
+    assert [(p["online"], p["last_seen"][:19]) for p in shown] == [
+        (False, "2027-01-15T08:00:02")
+    ] * 2
 
 
 def test_a_long_poll_that_runs_out_its_time_is_last_seen_at_its_end(app, client, clock, pair):

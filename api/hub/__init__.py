@@ -60,9 +60,7 @@ def init_coordinator(app: Flask) -> None:
             client_name=f"{prefix.rstrip(':')}-{os.getpid()}",
         )
         client = redis.Redis(connection_pool=pool)
-        coordinator = Coordinator(
-            RedisHub(client, prefix + "wake"), RedisHints(client), prefix, client
-        )
+        coordinator = Coordinator(RedisHub(client, prefix), RedisHints(client), prefix, client)
     else:
         coordinator = Coordinator(LocalHub(), LocalHints(), prefix)
     app.extensions["parley.hub"] = coordinator

@@ -16,14 +16,17 @@ class Hub:
         self.closing = False
 
     @contextmanager
-    def waiting(self, user_id: int, device_id: int, trip: Trip) -> Iterator[Waiter]:
-        """Register a waiter for the block; it ends this device's older poll here at
-        once, and in other processes once ``trip`` (which carries the news) is sent."""
+    def waiting(
+        self, user_id: int, device_id: int, trip: Trip, holds_for: float
+    ) -> Iterator[Waiter]:
+        """Register a waiter for the block (held up to ``holds_for`` seconds); it ends
+        this device's older poll here at once, and in other processes once ``trip``
+        (which carries the news) is sent."""
         waiter = Waiter(user_id, device_id)
         waiter.ended = self.closing
         self.waiters.add(waiter)
         try:
-            self._announce_poll(waiter, trip)
+            self._announce_poll(waiter, trip, holds_for)
             with WAITING.track_inprogress():
                 yield waiter
         finally:
@@ -34,9 +37,13 @@ class Hub:
         (other processes once ``trip`` is sent). Call after commit."""
         raise NotImplementedError
 
-    def _announce_poll(self, waiter: Waiter, trip: Trip) -> None:
+    def _announce_poll(self, waiter: Waiter, trip: Trip, holds_for: float) -> None:
         """Tell other processes (in ``trip``) that ``waiter`` replaces its device's
         older poll."""
+
+    def answered(self, waiter: Waiter, trip: Trip) -> None:
+        """``waiter``'s poll was answered before its time (in ``trip``): its device's
+        next poll has no older one to end."""
 
     def close(self) -> None:
         """Shut down: held polls answer now (empty), so their clients re-poll

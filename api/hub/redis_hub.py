@@ -14,6 +14,11 @@ Channel messages are short strings:
     d:<device_id>:<started_at>     a poll of this device began at started_at;
                                    end its older polls
 
+Every process hears every message, so a poll is announced only when its device
+may hold an older one: each poll marks its device in Redis for as long as it
+may be held, and takes the mark back when it is answered early. A device's
+next poll usually comes after its last answer, and goes unannounced.
+
 A process that does not know a kind ignores it (during a rolling deploy, a
 wake-up it cannot read costs its waiters one timeout at most).
 """
@@ -26,7 +31,7 @@ import threading
 import redis
 
 from api.hub.base import Hub
-from api.hub.trip import Trip, ignore_reply
+from api.hub.trip import Trip, ignore_reply, queue_script
 from api.hub.waiters import Waiter
 
 log = logging.getLogger(__name__)
@@ -34,13 +39,34 @@ log = logging.getLogger(__name__)
 RECONNECT_BACKOFF_S = (0.05, 5.0)  # first and largest pause between reconnects
 SUBSCRIBE_GRACE_S = 1.0  # how long a new poll waits for a listener that is (re)connecting
 READ_TIMEOUT_S = 1.0  # the listener checks for shutdown this often
+# A poll's mark lapses this long before its time is up: it was set a round trip
+# after the poll began, and the device's next poll, once this one has run out its
+# time, must not find it. (A newer poll in that last moment leaves the older one
+# held to its end, a moment later, as if announced too late.)
+MARK_LAPSES_EARLY_S = 0.1
+
+# Mark the device as holding this poll (KEYS[1] = ARGV[1], the poll's start,
+# for ARGV[2] ms); announce it (ARGV[4] on channel ARGV[3]) if it held one.
+_HOLD = """
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'GET') then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+"""
+
+# Take back the mark of a poll answered early, unless a newer poll replaced it.
+_LET_GO = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+"""
 
 
 class RedisHub(Hub):
-    def __init__(self, client: redis.Redis, channel: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
         super().__init__()
         self._client = client
-        self._channel = channel
+        self._channel = prefix + "wake"
+        self._held_prefix = prefix + "held:"
+        self._hold = client.register_script(_HOLD)
+        self._let_go = client.register_script(_LET_GO)
         self._subscribed = threading.Event()
         self._closing = threading.Event()
         self._start_lock = threading.Lock()
@@ -52,7 +78,7 @@ class RedisHub(Hub):
             payload = f"u:{ids}" if except_device is None else f"s:{except_device}:{ids}"
             self._publish(trip, payload)
 
-    def _announce_poll(self, waiter: Waiter, trip: Trip) -> None:
+    def _announce_poll(self, waiter: Waiter, trip: Trip, holds_for: float) -> None:
         if self.closing:
             return
         # Re-checking the inbox before the subscription is live could miss a
@@ -60,8 +86,22 @@ class RedisHub(Hub):
         # for it (the end-of-timeout re-read covers a listener that cannot connect).
         self._ensure_listener()
         self._subscribed.wait(SUBSCRIBE_GRACE_S)
-        payload = f"d:{waiter.device_id}:{waiter.started_at!r}"
-        self._publish(trip, payload)
+        started = repr(waiter.started_at)
+        marked_ms = max(1, int((holds_for - MARK_LAPSES_EARLY_S) * 1000))
+        keys = [self._held_key(waiter)]
+        args = [started, marked_ms, self._channel, f"d:{waiter.device_id}:{started}"]
+        trip.add(
+            lambda pipe: queue_script(pipe, self._hold, keys, args), ignore_reply, _not_announced
+        )
+
+    def answered(self, waiter: Waiter, trip: Trip) -> None:
+        keys, args = [self._held_key(waiter)], [repr(waiter.started_at)]
+        trip.add(
+            lambda pipe: queue_script(pipe, self._let_go, keys, args), ignore_reply, _not_let_go
+        )
+
+    def _held_key(self, waiter: Waiter) -> str:
+        return f"{self._held_prefix}{waiter.device_id}"
 
     def _publish(self, trip: Trip, payload: str) -> None:
         trip.add(lambda pipe: pipe.publish(self._channel, payload), ignore_reply, _not_published)
@@ -118,6 +158,16 @@ class RedisHub(Hub):
 def _not_published(exc: redis.RedisError) -> None:
     # The commit stands; waiters find it by their timeout at the latest.
     log.warning("wake-up not published: %s", exc)
+
+
+def _not_announced(exc: redis.RedisError) -> None:
+    # An older poll of the device held elsewhere runs out its time.
+    log.warning("a poll's start not announced: %s", exc)
+
+
+def _not_let_go(exc: redis.RedisError) -> None:
+    # The mark expires by itself; until then the device's next poll is announced.
+    log.warning("a held poll's mark not taken back: %s", exc)
 
 
 def _close_quietly(pubsub) -> None:

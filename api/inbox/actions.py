@@ -390,10 +390,11 @@ class PollStart:
     """A poll that has begun: its waiter (a long poll's), and the Redis commands of
     its start, queued on ``trip`` until ``send``."""
 
-    def __init__(self, auth: Auth, trip: Trip, waiter: Waiter | None) -> None:
+    def __init__(self, auth: Auth, trip: Trip, waiter: Waiter | None, deadline: float) -> None:
         self.auth = auth
         self.trip = trip
         self.waiter = waiter
+        self.deadline = deadline  # a long poll's, on the monotonic clock
         self.position = Position(None, None)
 
     def send(self) -> Position:
@@ -417,25 +418,27 @@ def polling(auth: Auth, timeout: float) -> Iterator[PollStart]:
     """
     coordinating = coordinator()
     trip = coordinating.trip()
+    started = time.monotonic()
+    deadline = _on_the_tick(started + timeout)
     waiting = (
-        coordinating.hub.waiting(auth.user_id, auth.device_id, trip)
+        coordinating.hub.waiting(auth.user_id, auth.device_id, trip, deadline - started)
         if timeout > 0
         else nullcontext()
     )
     with waiting as waiter:
-        start = PollStart(auth, trip, waiter)
+        start = PollStart(auth, trip, waiter, deadline)
         coordinating.hints.get_many_then(trip, position_keys(auth), start._found)
         yield start
 
 
-def poll_inbox(start: PollStart, after: int, timeout: float, limit: int) -> Batch:
-    """Entries after ``after``, waiting up to ``timeout`` seconds for the first (the
-    start must have been sent)."""
+def poll_inbox(start: PollStart, after: int, limit: int) -> Batch:
+    """Entries after ``after``; a long poll waits for the first until its deadline
+    (the start must have been sent)."""
     auth, waiter = start.auth, start.waiter
     batch = _read_if_new(auth, after, limit, start.position)
     if waiter is None or batch.entries or waiter.ended:
         return batch
-    deadline = _on_the_tick(time.monotonic() + timeout)
+    deadline = start.deadline
     while True:
         db.release()  # hold no connection while waiting, nor a turn to work
         # Nor for the read: the polls woken together read together (at most two

@@ -1,17 +1,16 @@
-import logging
 from functools import partial
 
-from flask import Blueprint, Flask, current_app, g, make_response
+from flask import Blueprint, current_app, g, make_response
 from marshmallow import ValidationError
 
-from api.auth import Auth, authenticate, authenticated, claim_auth, current_auth
+from api.auth import authenticate, authenticated, claim_auth, current_auth
 from api.inbox import actions
+from api.inbox.answered import Answered, answered_early
 from api.inbox.schemas import ack_schema, batch_schema, poll_query_schema
 from api.metrics import POLLS
 from api.presence.actions import note_poll
 from api.validation import load_json, load_query
 
-log = logging.getLogger(__name__)
 bp = Blueprint("inbox", __name__, url_prefix="/v1/inbox")
 
 
@@ -55,27 +54,14 @@ def poll():
         else:
             after = actions.stored_cursor(auth, position)
         limit = query.get("limit", config["INBOX_LIMIT_DEFAULT"])
-        batch = actions.poll_inbox(start, after, timeout, limit)
+        batch = actions.poll_inbox(start, after, limit)
     outcome = "entries" if batch.entries else ("timeout" if timeout else "empty")
     POLLS.labels("long" if timeout else "short", outcome).inc()
     response = make_response(batch_schema.dump(batch))
     if timeout and batch.entries:  # it ended before its time
-        answered = partial(_note_answered, current_app._get_current_object(), auth, noted)
-        response.call_on_close(answered)
+        ended = Answered(auth, start.waiter, noted)
+        response.call_on_close(partial(answered_early, current_app._get_current_object(), ended))
     return response
-
-
-def _note_answered(app: Flask, auth: Auth, noted: float) -> None:
-    """A long poll answered before its time: its device is last seen now, not at
-    the end of the time its start ``noted``. Noted once the answer is out: the
-    Redis round trip (and its wait for a turn of the worker) is not the
-    delivery's. By then the client may have polled again: the note then leaves
-    that newer poll's deadline alone."""
-    with app.app_context():
-        try:
-            note_poll(auth, holds_for=0, replacing=noted)
-        except Exception:  # the answer is out: nothing to do but say so
-            log.exception("a long poll's early end was not noted")
 
 
 @bp.post("/ack")

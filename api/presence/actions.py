@@ -15,6 +15,7 @@ from api.accounts.models import User
 from api.auth import Auth, TokenClaim
 from api.conversations.models import DIRECT, Conversation, Membership
 from api.db import db
+from api.hub import coordinator
 from api.hub.trip import Trip
 from api.inbox.actions import do_append_entries, lock_users, notify_inbox
 from api.inbox.models import PRESENCE
@@ -60,22 +61,17 @@ def note_poll(
     ``replacing``, the deadline its start noted: a newer poll of the device,
     noted meanwhile, is not cut short). No database write unless the user just
     came online. With ``trip``, the note goes in it and takes effect once the
-    trip is sent; with a ``claim`` too, the note is made only if the token is
-    still the device's, and being made confirms the claim."""
+    trip is sent (else at once); with a ``claim`` too, the note is made only if
+    the token is still the device's, and being made confirms the claim."""
     moment = now()
     deadline = moment + holds_for + current_app.config["PRESENCE_WINDOW_S"]
     touch = (auth.user_id, auth.device_id, deadline, moment)
-    if trip is not None:
-        guard = (claim.key, claim.value) if claim else None
-        then = partial(_noted, auth, claim)
-        _store().touch_then(trip, then, _not_noted, *touch, guard=guard)
-        return deadline
-    try:
-        came_online = _store().touch(*touch, replacing=replacing)
-    except redis.RedisError as exc:
-        _not_noted(exc)
-    else:
-        _noted(auth, None, came_online)
+    guard = (claim.key, claim.value) if claim else None
+    then = partial(_noted, auth, claim)
+    own_trip = trip if trip is not None else coordinator().trip()
+    _store().touch_then(own_trip, then, _not_noted, *touch, guard=guard, replacing=replacing)
+    if trip is None:
+        own_trip.send()
     return deadline
 
 

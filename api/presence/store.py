@@ -110,10 +110,11 @@ class LocalPresenceStore:
         failed: OnFailed,
         *args: Any,
         guard: tuple[str, str] | None = None,
+        replacing: float | None = None,
     ) -> None:
         if guard is not None:
             raise RuntimeError("the embedded mode has no cached key to guard on")
-        then(self.touch(*args))
+        then(self.touch(*args, replacing=replacing))
 
     def expire(self, now: float, limit: int) -> list[int]:
         with self._lock:
@@ -146,23 +147,6 @@ class RedisPresenceStore:
         self._touch = client.register_script(_TOUCH)
         self._expire = client.register_script(_EXPIRE)
 
-    @redis_timer("presence_touch")
-    def touch(
-        self,
-        user_id: int,
-        device_id: int,
-        deadline: float,
-        now: float,
-        replacing: float | None = None,
-    ) -> bool | None:
-        """Set the device's deadline (only while it is still ``replacing``, if
-        given); whether the user came online, or ``None`` if nothing was set."""
-        keys, args = self._touch_keys_args(user_id, device_id, deadline, now)
-        if replacing is not None:
-            args += ["", replacing]  # no guard key: its value's place stays empty
-        reply = self._touch(keys=keys, args=args)
-        return None if reply == -1 else bool(reply)
-
     def touch_then(
         self,
         trip: Trip,
@@ -170,14 +154,19 @@ class RedisPresenceStore:
         failed: OnFailed,
         *args: Any,
         guard: tuple[str, str] | None = None,
+        replacing: float | None = None,
     ) -> None:
-        """``touch(*args)`` in ``trip``, only if the key ``guard[0]`` holds
-        ``guard[1]`` (when guarded): once it is sent, ``then`` gets whether the user
-        came online (``None`` if the guard failed), or ``failed`` gets the error."""
+        """Set the device's deadline (``user_id, device_id, deadline, now``) in
+        ``trip``, only if the key ``guard[0]`` holds ``guard[1]`` (when guarded) and
+        the device's deadline is still ``replacing`` (when given): once it is sent,
+        ``then`` gets whether the user came online (``None`` if nothing was set),
+        or ``failed`` gets the error."""
         keys, script_args = self._touch_keys_args(*args)
         if guard is not None:
             keys.append(guard[0])
-            script_args.append(guard[1])
+        script_args.append(guard[1] if guard else "")  # read only with a guard key
+        if replacing is not None:
+            script_args.append(replacing)
         trip.add(
             lambda pipe: queue_script(pipe, self._touch, keys, script_args),
             lambda reply: then(None if reply == -1 else bool(reply)),
