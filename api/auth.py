@@ -104,8 +104,13 @@ def claim_auth() -> tuple[Auth, TokenClaim | None]:
 def authenticate(token_hash: str | None = None) -> Auth:
     """The device of the request's bearer token (or of ``token_hash``); 401 if none."""
     token_hash = token_hash or _bearer_token_hash()
-    auth = _verified(token_hash)
     remembered = current_app.extensions["parley.tokens"]
+    try:
+        auth = _verified(token_hash)
+    except ApiError:
+        if remembered is not None:  # logged out elsewhere: claims of it end here
+            remembered.pop(token_hash, None)
+        raise
     if remembered is not None:
         remembered[token_hash] = auth
     return auth
@@ -160,6 +165,35 @@ def authenticated(view):
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def claimed(view):
+    """Run ``view`` for the device this process verified the bearer token for
+    (``claim_auth``), without checking the token first: for a view whose database
+    work checks it (a send stores nothing from a device that logged out). The
+    view calls ``confirm_claim()`` on any other way to succeed. If it fails, the
+    token is checked then, so a logged-out token answers 401, whatever else
+    went wrong."""
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if "auth" not in g:  # a rate limit keyed by user may have authenticated already
+            g.auth, g.claim = claim_auth()
+        try:
+            return view(*args, **kwargs)
+        except Exception:
+            confirm_claim()
+            raise
+
+    return wrapper
+
+
+def confirm_claim() -> None:
+    """Check the bearer token now if the request runs on an unchecked claim (401
+    if it is not the device's any more)."""
+    claim = g.pop("claim", None)
+    if claim is not None and not claim.confirmed:
+        authenticate(g.auth.token_hash)
 
 
 def current_auth() -> Auth:

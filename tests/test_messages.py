@@ -4,6 +4,7 @@ from tests.factories import (
     open_direct,
     poll,
     postgres_protocol,
+    redis_round_trips,
     scaled_only,
     send,
     sign_up,
@@ -135,3 +136,19 @@ def test_text_is_stored_and_returned_exactly(client):
         f"/v1/conversations/{cid}/messages", query_string={"limit": 10}, headers=ben.auth
     ).get_json()
     assert [m["text"] for m in history["messages"]] == texts
+
+
+@scaled_only
+def test_a_send_from_a_device_this_process_knows_checks_its_token_in_its_statement(
+    app, client, monkeypatch
+):
+    """The token of a device the process verified before is checked by the send's
+    own statement (the device must still have it): the send's one Redis round
+    trip raises the heads and wakes the members."""
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    chat = open_direct(client, ann, ben)
+    assert send(client, ann, chat, "first").status_code == 201  # verified here
+    with redis_round_trips(app, monkeypatch) as trips:
+        assert send(client, ann, chat, "second").status_code == 201
+    assert len(trips) == 1
+    assert message_texts(poll(client, ben)) == ["first", "second"]

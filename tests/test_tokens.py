@@ -138,3 +138,32 @@ def test_a_token_logged_out_elsewhere_is_401_on_a_poll_with_a_bad_query(make_app
     answer = client.get("/v1/inbox?timeout=soon", headers=ann.auth)
     assert answer.status_code == 401, answer.get_json()
     assert answer.get_json()["error"]["code"] == "unauthorized"
+
+
+@scaled_only
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        {"text": "after the logout"},
+        {"text": "before the logout", "client_msg_id": "first"},  # a replay of the first
+        {"text": ""},  # a body the send refuses
+    ],
+    ids=["new", "replay", "bad body"],
+)
+def test_a_token_logged_out_elsewhere_cannot_send(make_app, client, attempt):
+    """A process that verified a token before lets the send's own statement check
+    it (no round trip of its own); logged out through another process, the token
+    answers 401 and nothing is stored, whatever the send asked."""
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    chat = open_direct(client, ann, ben)
+    first = send(client, ann, chat, "before the logout", client_msg_id="first")
+    assert first.status_code == 201  # and the token is remembered here
+
+    elsewhere = make_app().test_client()
+    assert elsewhere.delete("/v1/sessions/current", headers=ann.auth).status_code == 204
+
+    answer = send(client, ann, chat, **attempt)
+    assert answer.status_code == 401, answer.get_json()
+    assert answer.get_json()["error"]["code"] == "unauthorized"
+    history = client.get(f"/v1/conversations/{chat}/messages", headers=ben.auth).get_json()
+    assert [m["text"] for m in history["messages"]] == ["before the logout"]

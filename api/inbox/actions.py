@@ -145,7 +145,8 @@ _APPEND_ENTRIES = {name: _entries_bumping(_the_users, name) for name in _BACKEND
 # in the round trip of the statements that bump the conversation's counter and
 # lock its members (``api.multi_statement``), so they take the members, the seq and
 # the sender from the database, not from parameters. The sender only while a
-# member: else it is NULL, and the NOT NULL column fails the whole transaction.
+# member, and sending from a device that still has its token: else it is NULL,
+# and the NOT NULL column fails the whole transaction.
 _the_members = users_table.c.id.in_(
     select(memberships_table.c.user_id).where(
         memberships_table.c.conversation_id == bindparam("conversation")
@@ -160,9 +161,12 @@ _INSERT_MESSAGE = insert(messages_table).values(
     conversation_id=bindparam("conversation"),
     seq=_conversation_seq,
     sender_id=select(memberships_table.c.user_id)
+    .join(devices_table, devices_table.c.user_id == memberships_table.c.user_id)
     .where(
         memberships_table.c.conversation_id == bindparam("conversation"),
         memberships_table.c.user_id == bindparam("sender"),
+        devices_table.c.id == bindparam("device"),
+        devices_table.c.token_hash == bindparam("token_hash"),
     )
     .scalar_subquery(),
     text=bindparam("text"),
@@ -192,8 +196,9 @@ def message_into_inboxes(dialect_name: str) -> list[Executable]:
     """The statements that insert a message into a conversation whose counter was
     bumped and whose members were locked by the statements before them, and its
     entry in every member's inbox; the last one returns the entries' ``user_id``,
-    ``seq`` and ``message_id``. Their parameters: ``conversation``, ``sender``,
-    ``text``, ``client_msg_id`` and ``entry_values(MESSAGE, …)``."""
+    ``seq`` and ``message_id``. Their parameters: ``conversation``, ``sender``
+    (sending from ``device`` with the token ``token_hash``), ``text``,
+    ``client_msg_id`` and ``entry_values(MESSAGE, …)``."""
     return _MESSAGE_INTO_INBOXES[dialect_name]
 
 

@@ -58,13 +58,18 @@ def do_send_message(
     A retry is not looked for up front: the unique (sender, client_msg_id) fails
     the insert, nothing is stored, and the original is returned. Retries are
     rare; every send saves the round trip. A sender who is not a member (or a
-    conversation that does not exist) fails it too, and gets the 404.
+    conversation that does not exist) fails it too, and gets the 404, and so
+    does a device that no longer has the sender's token (logged out): the
+    statement checks it, so a token the process verified before needs no
+    check of its own (``api.auth.claimed``).
     """
     sender_id = sender.user_id
     created_at = utcnow()
     params = {
         "conversation": conversation_id,
         "sender": sender_id,
+        "device": sender.device_id,
+        "token_hash": sender.token_hash,
         "text": text,
         "client_msg_id": client_msg_id,
         **entry_values(MESSAGE, conversation_id, None, created_at),

@@ -2,7 +2,7 @@ from flask import Blueprint, current_app, request
 from marshmallow import ValidationError
 
 from api.admission import goes_ahead
-from api.auth import authenticated, current_auth
+from api.auth import authenticated, claimed, confirm_claim, current_auth
 from api.conversations.actions import access_conversation
 from api.db import db
 from api.messages import actions
@@ -33,15 +33,20 @@ def _client_msg_id(body: dict) -> str | None:
 
 @bp.post("/messages")
 @goes_ahead
-@authenticated
+@claimed
 def send_message(conversation_id: int):
-    """Send a message; a retry with the same client_msg_id returns the original (200)."""
+    """Send a message; a retry with the same client_msg_id returns the original (200).
+
+    Stored only if the token is still the device's (the send's statement checks
+    it); a replay checks it apart."""
     body = load_json(message_schema)
     message, created = actions.do_send_message(
         conversation_id, current_auth(), body["text"], _client_msg_id(body)
     )
     if created:
         SENDS.inc()
+    else:
+        confirm_claim()
     return message_schema.dump(message), 201 if created else 200
 
 
