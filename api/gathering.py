@@ -72,6 +72,11 @@ class Gatherer(Generic[Asked, Answer]):
             raise answer
         return answer
 
+    def queued(self) -> int:
+        """Requests waiting for a run that has not begun."""
+        with self._lock:
+            return sum(len(gathering.asked) for gathering in self._queued)
+
     def _join(self, asked: Asked) -> tuple[_Gathering[Asked, Answer], int]:
         with self._lock:
             if self._in_flight < self._most_in_flight:

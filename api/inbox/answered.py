@@ -15,12 +15,19 @@ from dataclasses import dataclass
 from flask import Flask
 
 from api.auth import Auth
-from api.gathering import Gatherer
+from api.gathering import GATHERED_MAX, Gatherer
 from api.hub import coordinator
 from api.hub.waiters import Waiter
 from api.presence.actions import note_poll
 
 log = logging.getLogger(__name__)
+
+# Notes waiting behind the round trip in flight, past which the next are not
+# made: a Redis that stops answering (each round trip then lasts its socket
+# timeout) must not hold the next request of every connection answered early
+# behind an ever longer queue. A note not made leaves its device online until
+# its poll's time, and its next poll announced.
+QUEUED_MAX = 4 * GATHERED_MAX
 
 
 @dataclass(frozen=True)
@@ -40,9 +47,12 @@ def init_answered(app: Flask) -> None:
 
 def answered_early(app: Flask, poll: Answered) -> None:
     """Note ``poll``'s end (call once its answer is out)."""
+    answering = app.extensions["parley.answered"]
+    if answering.queued() >= QUEUED_MAX:
+        return
     with app.app_context():
         try:
-            app.extensions["parley.answered"].ask(poll)
+            answering.ask(poll)
         except Exception:  # the answer is out: nothing to do but say so
             log.exception("a long poll's early end was not noted")
 
