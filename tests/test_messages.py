@@ -1,3 +1,5 @@
+import re
+
 from tests.factories import (
     create_group,
     message_texts,
@@ -32,8 +34,9 @@ def test_a_send_waits_for_postgresql_once_holding_its_locks(app, client):
     answer finds the transaction committed."""
     ann, ben, cy = sign_up(client, "ann"), sign_up(client, "ben"), sign_up(client, "cyd")
     gid = create_group(client, ann, [ben, cy])
-    with postgres_protocol(app) as protocol:
+    with postgres_protocol(app) as traced:
         assert send(client, ann, gid, "hello").status_code == 201
+    protocol = executed_as_prepared(traced)
     bump = next(
         n
         for n, (direction, _, text) in enumerate(protocol)
@@ -49,6 +52,23 @@ def test_a_send_waits_for_postgresql_once_holding_its_locks(app, client):
     ready = [text for _, kind, text in protocol[answered:] if kind == "ReadyForQuery"]
     assert ready[0] == "I"  # idle: committed, no transaction left open
     assert [message_texts(poll(client, member)) for member in (ben, cy)] == [["hello"], ["hello"]]
+
+
+def executed_as_prepared(protocol: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """``protocol`` without the round trips that prepare statements, and with each
+    ``EXECUTE`` of a statement prepared there shown as that statement."""
+    statements: dict[str, str] = {}
+    shown, preparing = [], False
+    for direction, kind, text in protocol:
+        if direction == "F" and text.startswith('"PREPARE '):
+            statements.update(re.findall(r"PREPARE (\w+) AS (.*?)(?=;\s*PREPARE |\"$)", text, re.S))
+            preparing = True
+        elif preparing:
+            preparing = kind != "ReadyForQuery"
+        else:
+            executed = re.sub(r"EXECUTE (\w+)\(", lambda m: f"{statements[m[1]]} (", text)
+            shown.append((direction, kind, executed))
+    return shown
 
 
 def test_history_pages_back_and_forward(client):

@@ -3,10 +3,20 @@ once), and reading does not throw them away: psycopg drops every statement a
 connection has prepared, with one more round trip, when a transaction on it
 rolls back, so reads run outside transactions."""
 
+import re
+
 import pytest
 
 from api.db import db
-from tests.factories import open_direct, poll, scaled_only, send, sign_up
+from tests.factories import (
+    message_texts,
+    open_direct,
+    poll,
+    postgres_protocol,
+    scaled_only,
+    send,
+    sign_up,
+)
 
 pytestmark = scaled_only
 
@@ -62,3 +72,47 @@ def test_reading_keeps_the_prepared_statements(make_app):
         assert prepared_statements(app) >= before, path
     assert client.get("/readyz").status_code == 200
     assert prepared_statements(app) >= before
+
+
+def prepared_names(app) -> set[str]:
+    with db.engine(app).connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        driver = conn.connection.dbapi_connection
+        rows = driver.execute("SELECT name FROM pg_prepared_statements", prepare=False)
+        return {name for (name,) in rows}
+
+
+def test_a_send_runs_statements_its_connection_prepared_before(make_app):
+    """A send's statements go out in one simple-protocol query, which carries no
+    parameters: they are prepared on the connection once, then executed by name."""
+    app = make_app(DB_POOL_SIZE=1)
+    client = app.test_client()
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    chat = open_direct(client, ann, ben)
+    assert send(client, ann, chat, "first").status_code == 201
+
+    with postgres_protocol(app) as protocol:
+        assert send(client, ann, chat, "second").status_code == 201
+    queries = [text for direction, kind, text in protocol if direction == "F" and kind == "Query"]
+    assert len(queries) == 1
+    executed = re.findall(r"EXECUTE (\w+)\(", queries[0])
+    assert len(executed) == 3
+    assert set(executed) <= prepared_names(app)
+    assert "INSERT INTO" not in queries[0]
+    assert message_texts(poll(client, ben)) == ["first", "second"]
+
+
+def test_a_send_after_a_rollback_prepares_its_statements_again(make_app):
+    """psycopg deallocates every statement a connection prepared when a transaction
+    on it rolls back, those of the send too: the next send prepares them again."""
+    app = make_app(DB_POOL_SIZE=1)
+    client = app.test_client()
+    ann, ben, chat = chat_a_while(client)
+    assert prepared_names(app)
+
+    taken = client.post("/v1/users", json={"username": "ann", "password": "another secret"})
+    assert taken.status_code == 409  # its insert failed, and its transaction rolled back
+    assert not prepared_names(app)
+
+    assert send(client, ann, chat, "after the rollback").status_code == 201
+    assert message_texts(poll(client, ben, after=0))[-1] == "after the rollback"
