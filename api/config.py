@@ -34,8 +34,9 @@ DEFAULTS: dict[str, Any] = {
     # A pooled connection unused this long is checked (one round trip) before a
     # request gets it: it may have been dropped meanwhile. Busy ones are not.
     "DB_PING_IF_IDLE_S": 1.0,
-    # Statements a connection runs often are prepared on the server; off for a
-    # pooler that cannot keep them (PgBouncer before 1.21 in transaction mode).
+    # Statements a connection runs often are prepared on the server (a send's
+    # with SQL's PREPARE); off behind a pooler in transaction mode (PgBouncer keeps
+    # the protocol's prepared statements since 1.21, never SQL's).
     "DB_PREPARED_STATEMENTS": True,
     "LONG_POLL_CAP_S": 25.0,  # under the 30 s idle timeout of common mobile proxies
     "GROUP_SIZE_LIMIT": 256,

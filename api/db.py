@@ -74,8 +74,8 @@ def make_engine(
 ) -> Engine:
     """An engine for ``url``; SQLite gets the settings that make it safe to share.
 
-    ``prepared_statements=False`` for a connection pooler that cannot keep them
-    (PgBouncer before 1.21 in transaction mode).
+    ``prepared_statements=False`` behind a connection pooler in transaction mode
+    (see ``DB_PREPARED_STATEMENTS``).
     """
     if url.startswith("sqlite"):
         # One connection per process: every transaction takes SQLite's write lock

@@ -16,7 +16,8 @@ each connection the first time it runs them (``PREPARE``, a round trip of its
 own) and the query string is their ``EXECUTE``s, the parameters bound on the
 client (psycopg's escaping): PostgreSQL neither parses nor plans them again,
 which was half of its work for a 1:1 send. With prepared statements turned off
-(``DB_PREPARED_STATEMENTS``, for a pooler that cannot keep them) the statements
+(``DB_PREPARED_STATEMENTS``, behind a pooler in transaction mode, which hands
+each query to whichever server connection is free) the statements
 themselves go out, planned every time. No statement can use an earlier one's
 result, since they all come back at the end: each takes what it needs from the
 database itself (in the same transaction, a statement sees what the earlier
