@@ -449,11 +449,12 @@ def poll_inbox(start: PollStart, after: int, limit: int) -> Batch:
     if waiter is None or batch.entries or waiter.ended:
         return batch
     read_at: float | None = start.read_at  # None once its closing read is done
-    while True:
-        db.release()  # hold no connection while waiting, nor a turn to work
-        # Nor for the read: the polls woken together read together (at most two
-        # statements of a process in flight), however few turns are free.
-        with stepping_aside():
+    # No turn to work while it waits, nor for its reads: the polls woken together
+    # read together (at most two statements of a process in flight), however few
+    # turns are free. It takes one again to answer.
+    with stepping_aside():
+        while True:
+            db.release()  # nor a connection
             woken = waiter.wait(max(0.0, (read_at or start.deadline) - time.monotonic()))
             if waiter.ended or not (woken or read_at):
                 return Batch(cursor=after)
@@ -462,12 +463,12 @@ def poll_inbox(start: PollStart, after: int, limit: int) -> Batch:
             # is what makes a lost wake-up or a stale cached head cost one timeout at most.
             batch = read_inbox(auth.user_id, after, limit)
             db.release()  # SQLite reads in the request's transaction: not held while queued
-        if batch.entries:
-            if woken:
-                _observe_wake_up(batch)
-            return batch
-        if not woken:
-            read_at = None  # the rest of its time, it waits for a wake-up only
+            if batch.entries:
+                if woken:
+                    _observe_wake_up(batch)
+                return batch
+            if not woken:
+                read_at = None  # the rest of its time, it waits for a wake-up only
 
 
 def _on_the_tick(deadline: float) -> float:
