@@ -47,7 +47,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     init_coordinator(app)
     init_auth(app)
-    init_presence(app, app.extensions["parley.hub"].client)
+    init_presence(app, app.extensions["parley.hub"])
     init_reading(app)
     init_cursors(app)
     init_answered(app)

@@ -70,7 +70,7 @@ def hash_token(token: str) -> str:
 
 
 def _token_key(token_hash: str) -> str:
-    return f"{coordinator().prefix}tok:{token_hash}"
+    return f"{coordinator().keys.prefix}tok:{token_hash}"
 
 
 def _unauthorized(message: str) -> ApiError:

@@ -11,7 +11,8 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": "sqlite:///parley.db",
     "REDIS_URL": "",
     # Keys and the pub/sub channel start with this, so several deployments
-    # (or test runs) can share one Redis.
+    # (or test runs) can share one Redis; keys then carry the database's
+    # identity (api/hub/keyspace.py).
     "REDIS_PREFIX": "parley:",
     # Redis connections per process (one of them is the wake-up subscription);
     # requests beyond it wait for one, up to the Redis socket timeout.

@@ -338,7 +338,7 @@ def test_polling_from_zero_writes_no_cursor_even_when_none_is_cached(app, client
     poll(client, sign_up(client, "ben"))
     ben = log_in(client, "ben", device_name="tablet")
     coordinator = app.extensions["parley.hub"]
-    coordinator.client.delete(f"{coordinator.prefix}cursor:{ben.device_id}")
+    coordinator.client.delete(f"{coordinator.keys.prefix}cursor:{ben.device_id}")
     with database_queries(app) as queries:
         assert poll(client, ben, after=0)["entries"] == []
     assert queries == []
@@ -356,7 +356,7 @@ def test_a_poll_whose_head_is_no_longer_cached_reads_it_once(app, client, pair):
     send(client, ann, cid, "hi")
     cursor = poll(client, ben)["cursor"]
     coordinator = app.extensions["parley.hub"]
-    coordinator.client.delete(f"{coordinator.prefix}head:{ben.id}")
+    coordinator.client.delete(f"{coordinator.keys.prefix}head:{ben.id}")
     with database_queries(app) as queries:
         assert poll(client, ben, after=cursor)["entries"] == []
     assert len(_head_reads(queries)) == 1

@@ -168,7 +168,7 @@ def test_a_remembered_token_gone_from_redis_still_polls_and_comes_online(app, cl
     clock.advance(WINDOW_S + 1)
     sweep(app)
     coordinator = app.extensions["parley.hub"]
-    coordinator.client.delete(f"{coordinator.prefix}tok:{hash_token(ann.token)}")
+    coordinator.client.delete(f"{coordinator.keys.prefix}tok:{hash_token(ann.token)}")
 
     assert poll(client, ann)["entries"] == []
     assert presence(client, ben, ann)[0]["online"] is True

@@ -2,7 +2,8 @@
 
     Coordinator (app.extensions["parley.hub"])
       ├── hub    LocalHub (embedded) | RedisHub (scaled): waiters, wake-ups
-      └── hints  LocalHints | RedisHints: inbox heads, cursors, token cache
+      ├── hints  LocalHints | RedisHints: inbox heads, cursors, token cache
+      └── keys   KeySpace: the prefix of those cached facts' keys
 
 Nothing here is the truth; PostgreSQL is. Losing all of it delays a client by
 one long-poll timeout at most and never loses an entry.
@@ -15,8 +16,10 @@ import redis
 from flask import Flask, current_app
 from redis.maint_notifications import MaintNotificationsConfig
 
+from api.db import db
 from api.hub.base import Hub, LocalHub
 from api.hub.hints import LocalHints, RedisHints
+from api.hub.keyspace import KeySpace
 from api.hub.parser import ReadyCheckingParser
 from api.hub.redis_hub import RedisHub
 from api.hub.trip import Trip
@@ -28,8 +31,13 @@ REDIS_SOCKET_TIMEOUT_S = 2.0  # a Redis that stops answering must not hang reque
 class Coordinator:
     hub: Hub
     hints: LocalHints | RedisHints
-    prefix: str
+    keys: KeySpace
     client: redis.Redis | None = None
+
+    @property
+    def prefix(self) -> str:
+        """``REDIS_PREFIX``: of the wake-up channel and the connections' names."""
+        return self.keys.base
 
     def trip(self) -> Trip:
         """A new set of Redis commands to send in one round trip."""
@@ -60,9 +68,10 @@ def init_coordinator(app: Flask) -> None:
             client_name=f"{prefix.rstrip(':')}-{os.getpid()}",
         )
         client = redis.Redis(connection_pool=pool)
-        coordinator = Coordinator(RedisHub(client, prefix), RedisHints(client), prefix, client)
+        keys = KeySpace(prefix, db.engine(app))
+        coordinator = Coordinator(RedisHub(client, keys), RedisHints(client), keys, client)
     else:
-        coordinator = Coordinator(LocalHub(), LocalHints(), prefix)
+        coordinator = Coordinator(LocalHub(), LocalHints(), KeySpace(prefix))
     app.extensions["parley.hub"] = coordinator
 
 

@@ -31,6 +31,7 @@ import threading
 import redis
 
 from api.hub.base import Hub
+from api.hub.keyspace import KeySpace
 from api.hub.trip import Trip, ignore_reply, queue_script
 from api.hub.waiters import Waiter
 
@@ -60,11 +61,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 
 
 class RedisHub(Hub):
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, keys: KeySpace) -> None:
         super().__init__()
         self._client = client
-        self._channel = prefix + "wake"
-        self._held_prefix = prefix + "held:"
+        self._channel = keys.base + "wake"
+        self._keys = keys
         self._hold = client.register_script(_HOLD)
         self._let_go = client.register_script(_LET_GO)
         self._subscribed = threading.Event()
@@ -101,7 +102,7 @@ class RedisHub(Hub):
         )
 
     def _held_key(self, waiter: Waiter) -> str:
-        return f"{self._held_prefix}{waiter.device_id}"
+        return f"{self._keys.prefix}held:{waiter.device_id}"
 
     def _publish(self, trip: Trip, payload: str) -> None:
         trip.add(lambda pipe: pipe.publish(self._channel, payload), ignore_reply, _not_published)

@@ -66,7 +66,7 @@ memberships_table = Membership.__table__
 
 
 def _cursor_key(device_id: int) -> str:
-    return f"{coordinator().prefix}cursor:{device_id}"
+    return f"{coordinator().keys.prefix}cursor:{device_id}"
 
 
 # The statements of every send, built once (building one costs about what its

@@ -14,7 +14,7 @@ from api.hub.trip import Trip
 
 
 def head_key(user_id: int) -> str:
-    return f"{coordinator().prefix}head:{user_id}"
+    return f"{coordinator().keys.prefix}head:{user_id}"
 
 
 def remember_heads(heads: dict[int, int], trip: Trip | None = None) -> None:

@@ -15,7 +15,7 @@ from api.accounts.models import User
 from api.auth import Auth, TokenClaim
 from api.conversations.models import DIRECT, Conversation, Membership
 from api.db import db
-from api.hub import coordinator
+from api.hub import Coordinator, coordinator
 from api.hub.trip import Trip
 from api.inbox.actions import do_append_entries, lock_users, notify_inbox
 from api.inbox.models import PRESENCE
@@ -26,15 +26,15 @@ log = logging.getLogger(__name__)
 SWEEP_BATCH = 500  # users turned offline per sweep step; the next step takes the rest
 
 
-def init_presence(app: Flask, client: redis.Redis | None) -> None:
+def init_presence(app: Flask, coordinator: Coordinator) -> None:
     """The presence store: in Redis when there is one, else in this process."""
     window_s = app.config["PRESENCE_WINDOW_S"]
-    if client is None:
+    if coordinator.client is None:
         store = LocalPresenceStore(window_s)
     else:
         # A device's deadline matters for one long poll plus the window at most.
         ttl = int(app.config["LONG_POLL_CAP_S"] + window_s) + 60
-        store = RedisPresenceStore(client, app.config["REDIS_PREFIX"], window_s, ttl)
+        store = RedisPresenceStore(coordinator.client, coordinator.keys, window_s, ttl)
     app.extensions["parley.presence"] = store
     app.extensions.setdefault("parley.clock", time.time)
 

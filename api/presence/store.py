@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from api.hub.keyspace import KeySpace
 from api.hub.trip import Trip, queue_script
 from api.metrics import redis_timer
 
@@ -136,13 +137,11 @@ class RedisPresenceStore:
     scripts stay on one Redis Cluster slot (a guard's key excepted)."""
 
     def __init__(
-        self, client: redis.Redis, prefix: str, window_s: float, device_ttl_s: int
+        self, client: redis.Redis, keys: KeySpace, window_s: float, device_ttl_s: int
     ) -> None:
         self._client = client
         self._window_s = window_s
-        self._prefix = f"{prefix}presence:{{p}}:"
-        self._deadlines = self._prefix + "deadlines"
-        self._last_seen = self._prefix + "last-seen"
+        self._keys = keys
         self._device_ttl_s = device_ttl_s
         self._touch = client.register_script(_TOUCH)
         self._expire = client.register_script(_EXPIRE)
@@ -173,15 +172,19 @@ class RedisPresenceStore:
             failed,
         )
 
+    def _key(self, name: str) -> str:
+        return f"{self._keys.prefix}presence:{{p}}:{name}"
+
     def _touch_keys_args(
         self, user_id: int, device_id: int, deadline: float, now: float
     ) -> tuple[list[str], list[Any]]:
-        keys = [f"{self._prefix}devices:{user_id}", self._deadlines]
+        keys = [self._key(f"devices:{user_id}"), self._key("deadlines")]
         return keys, [device_id, deadline, now, user_id, self._device_ttl_s]
 
     @redis_timer("presence_expire")
     def expire(self, now: float, limit: int) -> list[int]:
-        keys, args = [self._deadlines, self._last_seen], [now, limit, self._window_s]
+        keys = [self._key("deadlines"), self._key("last-seen")]
+        args = [now, limit, self._window_s]
         return [int(uid) for uid in self._expire(keys=keys, args=args)]
 
     @redis_timer("presence_states")
@@ -189,8 +192,8 @@ class RedisPresenceStore:
         if not user_ids:
             return {}
         with self._client.pipeline(transaction=False) as pipe:
-            pipe.zmscore(self._deadlines, user_ids)
-            pipe.hmget(self._last_seen, user_ids)
+            pipe.zmscore(self._key("deadlines"), user_ids)
+            pipe.hmget(self._key("last-seen"), user_ids)
             deadlines, seen = pipe.execute()
         return {
             uid: _state(until, float(last) if last else None, now, self._window_s)

@@ -1,0 +1,87 @@
+"""Cached facts belong to one database: another one behind the same Redis prefix
+(dropped and created again, restored elsewhere) gives the same ids to other
+users and devices, and must not meet them."""
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests import services
+from tests.conftest import migrate
+from tests.factories import message_texts, open_direct, poll, send, sign_up
+
+pytestmark = pytest.mark.parametrize("backend", ["postgres"])
+
+
+def _fresh_database(name: str) -> str:
+    """A new, migrated database beside the suite's, its URL."""
+    _drop_database(name)
+    with _server() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(services.POSTGRES_URL).set(database=name).render_as_string(False)
+    migrate(url)
+    return url
+
+
+def _drop_database(name: str) -> None:
+    with _server() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _server() -> psycopg.Connection:
+    return psycopg.connect(services.libpq_url(services.POSTGRES_URL, "test"), autocommit=True)
+
+
+@pytest.fixture
+def other_database(app_config):
+    """A second database; the test's apps share one Redis prefix."""
+    name = f"{make_url(app_config['DATABASE_URL']).database}_other"
+    yield _fresh_database(name)
+    _drop_database(name)
+
+
+def test_a_token_of_another_database_lets_no_one_in(make_app, other_database):
+    first = make_app().test_client()
+    ann = sign_up(first, "ann")
+    assert first.get("/v1/conversations", headers=ann.auth).status_code == 200  # cached
+
+    second = make_app(DATABASE_URL=other_database).test_client()
+    bob = sign_up(second, "bob")
+    assert (bob.id, bob.device_id) == (ann.id, ann.device_id)  # the same ids, someone else
+
+    response = second.get("/v1/conversations", headers=ann.auth)
+    assert response.status_code == 401
+    assert second.get("/v1/conversations", headers=bob.auth).status_code == 200
+
+
+def test_cursors_of_another_database_hide_no_entries(make_app, other_database):
+    """A device polling without ``after`` reads from its stored cursor: one cached
+    by the other database, ahead of this one's, would have skipped the entries."""
+    first = make_app().test_client()
+    ann, ben = sign_up(first, "ann"), sign_up(first, "ben")
+    cid = open_direct(first, ann, ben)
+    for text in ("one", "two", "three"):
+        send(first, ann, cid, text)
+    poll(first, ben, after=poll(first, ben)["cursor"])  # confirmed (and cached)
+
+    second = make_app(DATABASE_URL=other_database).test_client()
+    ann, ben = sign_up(second, "ann"), sign_up(second, "ben")
+    cid = open_direct(second, ann, ben)
+    send(second, ann, cid, "hello again")
+
+    assert message_texts(poll(second, ben)) == ["hello again"]
+
+
+def test_a_process_moves_to_a_recreated_database_as_it_reconnects(make_app, other_database):
+    name = make_url(other_database).database
+    app = make_app(DATABASE_URL=other_database, DB_PING_IF_IDLE_S=0.0)
+    client = app.test_client()
+    ann = sign_up(client, "ann")
+    assert client.get("/v1/conversations", headers=ann.auth).status_code == 200  # cached
+
+    _fresh_database(name)  # its connections cut; empty, the same ids handed out again
+    bob = sign_up(client, "bob")  # reconnects
+    assert (bob.id, bob.device_id) == (ann.id, ann.device_id)
+
+    assert client.get("/v1/conversations", headers=ann.auth).status_code == 401
+    assert client.get("/v1/conversations", headers=bob.auth).status_code == 200
