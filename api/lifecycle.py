@@ -3,9 +3,9 @@
 On SIGTERM gunicorn stops accepting connections and waits for the requests in
 flight. Long polls would hold it for up to their timeout, so they are answered
 at once (an empty 200: their clients re-poll, landing on another process).
-gunicorn also waits for keep-alive connections, and it decides keep-alive when
-a request starts (and drops a ``Connection`` header the app sets), so every
-answer given while shutting down closes its connection through gunicorn itself.
+It also waits for keep-alive connections, so every answer given while shutting
+down closes its connection (``Connection: close``, which gevent's WSGI server
+honours) and the client's next request goes to another process.
 """
 
 import signal
@@ -36,14 +36,13 @@ def end_long_polls_on_sigterm(app: Flask) -> None:
 
 
 def close_connections_when_shutting_down(app: Flask):
-    """Wrap gunicorn's WSGI callable: answers started while shutting down close
-    their connection (gunicorn's ``Response.force_close``)."""
+    """Wrap the worker's WSGI callable: answers started while shutting down close
+    their connection."""
 
     def wsgi(environ, start_response):
         def start(status, headers, exc_info=None):
-            response = getattr(start_response, "__self__", None)
-            if shutting_down(app) and hasattr(response, "force_close"):
-                response.force_close()
+            if shutting_down(app):
+                headers = [*headers, ("Connection", "close")]
             return start_response(status, headers, exc_info)
 
         return app(environ, start)

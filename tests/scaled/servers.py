@@ -25,6 +25,7 @@ PRESENCE_SWEEPER = [str(ROOT / ".venv/bin/python"), "-m", "workers", "presence-s
 SERVER_SETTINGS = {
     *DEFAULTS,
     "WEB_CONCURRENCY",
+    "KEEPALIVE_S",
     "HOST",
     "PORT",
     "ACCESS_LOG",

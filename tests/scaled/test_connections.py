@@ -14,6 +14,7 @@ import pytest
 
 from tests.factories import message_texts, open_direct, poll, send
 from tests.scaled.client import ApiClient, sign_up
+from tests.scaled.servers import embedded_instance
 
 pytestmark = pytest.mark.scaled
 
@@ -69,3 +70,34 @@ def test_idle_and_slow_connections_do_not_starve_others(instances):
 
     assert message_texts(batch) == ["still served"]
     assert served_while_dripping, "the hostile client finished before the others were served"
+
+
+def read_until_closed(connection: socket.socket, bound_s: float) -> bytes | None:
+    """What the server sent before closing the connection; None if it was still
+    open after ``bound_s``."""
+    connection.settimeout(bound_s)
+    received = b""
+    try:
+        while chunk := connection.recv(4096):
+            received += chunk
+    except TimeoutError:
+        return None
+    return received
+
+
+def test_connections_left_idle_are_closed(sqlite_template, tmp_path):
+    """A kept-alive connection that sends no next request, and one whose request
+    stops halfway, are closed after KEEPALIVE_S: neither holds its greenlet and
+    socket for ever."""
+    with (
+        embedded_instance("idle", sqlite_template, tmp_path, KEEPALIVE_S="1") as server,
+        connect(server.url) as kept_alive,
+        connect(server.url) as stalled,
+    ):
+        kept_alive.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        stalled.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+
+        answered = read_until_closed(kept_alive, bound_s=30)
+        assert answered is not None, "the kept-alive connection was never closed"
+        assert answered.startswith(b"HTTP/1.1 200")
+        assert read_until_closed(stalled, bound_s=30) is not None
