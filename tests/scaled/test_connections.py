@@ -6,8 +6,10 @@ one byte at a time, leaves the worker free to serve others.
 """
 
 import contextlib
+import json
 import socket
 import threading
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -85,14 +87,38 @@ def read_until_closed(connection: socket.socket, bound_s: float) -> bytes | None
     return received
 
 
+@contextlib.contextmanager
+def dripping(connection: socket.socket, every_s: float):
+    """Send a request's head one byte every ``every_s``, for ever, during the block."""
+    stop = threading.Event()
+
+    def drip() -> None:
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+        while not stop.wait(every_s):
+            try:
+                connection.send(b"a")
+            except OSError:
+                return
+
+    dripper = threading.Thread(target=drip, daemon=True)
+    dripper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        dripper.join(5)
+
+
 def test_connections_left_idle_are_closed(sqlite_template, tmp_path):
-    """A kept-alive connection that sends no next request, and one whose request
-    stops halfway, are closed after KEEPALIVE_S: neither holds its greenlet and
-    socket for ever."""
+    """A kept-alive connection that sends no next request, one whose request stops
+    halfway, and one that drips its request a byte at a time are closed after
+    KEEPALIVE_S: none holds its greenlet and socket for ever."""
     with (
         embedded_instance("idle", sqlite_template, tmp_path, KEEPALIVE_S="1") as server,
         connect(server.url) as kept_alive,
         connect(server.url) as stalled,
+        connect(server.url) as drip_fed,
+        dripping(drip_fed, every_s=0.2),
     ):
         kept_alive.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         stalled.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
@@ -101,3 +127,39 @@ def test_connections_left_idle_are_closed(sqlite_template, tmp_path):
         assert answered is not None, "the kept-alive connection was never closed"
         assert answered.startswith(b"HTTP/1.1 200")
         assert read_until_closed(stalled, bound_s=30) is not None
+        assert read_until_closed(drip_fed, bound_s=30) is not None
+
+
+BIG_TEXT = "x" * 100_000
+# Past what the kernel buffers for a connection on loopback (4 MiB at most), so
+# most of the answer can only go out as the client reads it.
+BIG_MESSAGES = 60
+
+
+def test_a_slow_client_gets_a_long_answer_whole(sqlite_template, tmp_path):
+    """KEEPALIVE_S bounds waiting for a request, not sending the answer: a client
+    reading 6 MB of history slowly (over several seconds, with KEEPALIVE_S=1)
+    still gets all of it."""
+    with embedded_instance("slow", sqlite_template, tmp_path, KEEPALIVE_S="1") as server:
+        with ApiClient(server.url) as client:
+            ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+            chat = open_direct(client, ann, ben)
+            for _ in range(BIG_MESSAGES):
+                assert send(client, ann, chat, BIG_TEXT).status_code == 201
+        with socket.socket() as reader:
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # feel every pause
+            reader.connect((urlsplit(server.url).hostname, urlsplit(server.url).port))
+            reader.sendall(
+                f"GET /v1/conversations/{chat}/messages?limit={BIG_MESSAGES} HTTP/1.1\r\n"
+                "Host: x\r\n"
+                f"Authorization: Bearer {ben.token}\r\nConnection: close\r\n\r\n".encode()
+            )
+            received = b""
+            while chunk := reader.recv(64 * 1024):
+                received += chunk
+                time.sleep(0.05)  # at most 1.3 MB a second: over 4 s for the answer
+
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    texts = [message["text"] for message in json.loads(body)["messages"]]
+    assert texts == [BIG_TEXT] * BIG_MESSAGES
