@@ -85,3 +85,23 @@ def test_a_process_moves_to_a_recreated_database_as_it_reconnects(make_app, othe
 
     assert client.get("/v1/conversations", headers=ann.auth).status_code == 401
     assert client.get("/v1/conversations", headers=bob.auth).status_code == 200
+
+
+def test_a_request_begun_on_the_old_keys_is_not_let_into_the_new_database(make_app, other_database):
+    """A process that has not reconnected yet finds an old token under the old
+    keys; its request then reconnects, to the recreated database, where those
+    ids are someone else's: it is refused (503), and the next one sees the token
+    for what it is there."""
+    name = make_url(other_database).database
+    first, second = (
+        make_app(DATABASE_URL=other_database, DB_PING_IF_IDLE_S=0.0).test_client() for _ in range(2)
+    )
+    ann = sign_up(first, "ann")
+    assert second.get("/v1/conversations", headers=ann.auth).status_code == 200  # cached
+
+    _fresh_database(name)
+    bob = sign_up(first, "bob")  # the first process has moved over
+    assert (bob.id, bob.device_id) == (ann.id, ann.device_id)
+
+    assert second.get("/v1/conversations", headers=ann.auth).status_code == 503
+    assert second.get("/v1/conversations", headers=ann.auth).status_code == 401

@@ -11,22 +11,33 @@ the cluster's system identifier, the database's oid and the timeline (bumped
 by every promotion and point-in-time recovery).
 
 Each new database connection reads the identity, so a process moves to a new
-database's keys as it reconnects to it. A backup restored in place over the
-same cluster and timeline keeps its identity: empty the prefix after that.
-The wake-up channel stays on the bare prefix: a wake-up is no fact, only a
-reason to look again.
+database's keys as it reconnects to it. A request keeps the keys it first used,
+and is refused a connection to another database (503): one that found its
+token's owner under the old keys must not act as them in the new one. A copy of the whole cluster's
+files started as a new server (a storage snapshot, a clone, a base backup
+restored without recovery to a new timeline) keeps the identity, and behind a
+pooler such as PgBouncer the processes never reconnect: empty the prefix, or
+take a new one, after starting on such a copy. The wake-up channel stays on the
+bare prefix: a wake-up is no fact, only a reason to look again.
 """
 
 import hashlib
 import logging
 
+from flask import g, has_app_context
 from sqlalchemy import Engine, event
 
 log = logging.getLogger(__name__)
 
+REQUEST_KEY = "parley_keys"  # on flask.g: the prefix this request (or worker step) used
+CONNECTION_KEY = "parley.keys"  # in a pooled connection's info: its database's prefix
+
+# The timeline is the current WAL file's: a promoted server writes on its new
+# timeline at once, where pg_control_checkpoint() tells it only after the next
+# checkpoint, minutes later.
 IDENTITY_QUERY = (
-    "SELECT s.system_identifier, d.oid, c.timeline_id"
-    " FROM pg_control_system() s, pg_control_checkpoint() c, pg_database d"
+    "SELECT s.system_identifier, d.oid, substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"
+    " FROM pg_control_system() s, pg_database d"
     " WHERE d.datname = current_database()"
 )
 
@@ -41,16 +52,20 @@ class KeySpace:
         self._prefix = base if engine is None else None
         if engine is not None:
             event.listen(engine, "connect", self._read_identity)
+            event.listen(engine, "checkout", self._refuse_another_database)
 
     @property
     def prefix(self) -> str:
+        """This request's prefix (the process's when it first asks)."""
         if self._prefix is None:
             # The first connection reads the identity as it is made.
             with self._engine.connect():
                 pass
-        return self._prefix
+        if not has_app_context():
+            return self._prefix
+        return g.setdefault(REQUEST_KEY, self._prefix)
 
-    def _read_identity(self, dbapi_connection, _record) -> None:
+    def _read_identity(self, dbapi_connection, record) -> None:
         with dbapi_connection.cursor() as cursor:
             cursor.execute(IDENTITY_QUERY)
             identity = "-".join(str(part) for part in cursor.fetchone())
@@ -59,4 +74,11 @@ class KeySpace:
         prefix = f"{self.base}{digest}:"
         if self._prefix not in (None, prefix):
             log.warning("connected to another database (%s): cached facts start afresh", identity)
-        self._prefix = prefix
+        self._prefix = record.info[CONNECTION_KEY] = prefix
+
+    def _refuse_another_database(self, _dbapi_connection, record, _proxy) -> None:
+        used = g.get(REQUEST_KEY) if has_app_context() else None
+        if used is not None and used != record.info[CONNECTION_KEY]:
+            raise self._engine.dialect.loaded_dbapi.OperationalError(
+                "the database changed while this request ran; it may be tried again"
+            )
