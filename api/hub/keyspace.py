@@ -13,12 +13,13 @@ by every promotion and point-in-time recovery).
 Each new database connection reads the identity, so a process moves to a new
 database's keys as it reconnects to it. A request keeps the keys it first used,
 and is refused a connection to another database (503): one that found its
-token's owner under the old keys must not act as them in the new one. A copy of the whole cluster's
-files started as a new server (a storage snapshot, a clone, a base backup
-restored without recovery to a new timeline) keeps the identity, and behind a
-pooler such as PgBouncer the processes never reconnect: empty the prefix, or
-take a new one, after starting on such a copy. The wake-up channel stays on the
-bare prefix: a wake-up is no fact, only a reason to look again.
+token's owner under the old keys must not act as them in the new one. A copy
+of the whole cluster's files started as a new server (a storage snapshot, a
+clone, a base backup restored without recovery to a new timeline) keeps the
+identity, and behind a pooler such as PgBouncer the processes never reconnect:
+empty the prefix, or take a new one, after starting on such a copy. The wake-up
+channel stays on the bare prefix: a wake-up is no fact, only a reason to look
+again.
 """
 
 import hashlib
