@@ -50,7 +50,7 @@ class KeepAliveHandler(PyWSGIHandler):
         try:
             return super().handle_one_request()
         finally:
-            self._head_read()
+            self._stop_head_timer()
 
     def read_requestline(self) -> str:
         self._reading_head = gevent.Timeout.start_new(
@@ -62,9 +62,9 @@ class KeepAliveHandler(PyWSGIHandler):
         try:
             return super().read_request(raw_requestline)
         finally:
-            self._head_read()  # before the app runs: a long poll may wait longer
+            self._stop_head_timer()  # before the app runs: a long poll may wait longer
 
-    def _head_read(self) -> None:
+    def _stop_head_timer(self) -> None:
         if self._reading_head is not None:
             self._reading_head.close()
             self._reading_head = None

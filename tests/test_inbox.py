@@ -209,7 +209,7 @@ def announcements(app) -> Iterator[list[str]]:
     """The poll announcements published for other processes while the block runs
     (read from the wake-up channel, as every process's listener reads them)."""
     coordinator = app.extensions["parley.hub"]
-    channel = f"{coordinator.prefix}wake"
+    channel = f"{coordinator.keys.base}wake"
     heard: list[str] = []
     with coordinator.client.pubsub() as listening:
         listening.subscribe(channel)
@@ -405,7 +405,7 @@ def test_a_reconnecting_listener_wakes_its_waiters(app, client, pair, monkeypatc
 
     # Redis drops the listener's connection (as a Redis restart would).
     admin = redis.Redis.from_url(redis_url)
-    name = coordinator.prefix.rstrip(":")
+    name = coordinator.keys.base.rstrip(":")
     killed = 0
     for connection in admin.client_list(_type="pubsub"):
         if connection["name"].startswith(name):
@@ -462,7 +462,7 @@ def test_more_concurrent_polls_than_redis_connections_are_all_answered(make_app,
         answers = list(pool.map(poll_a_while, people * 5))
 
     assert answers == [[cursors[p.id]] * 10 for p in people * 5]
-    name = app.extensions["parley.hub"].prefix.rstrip(":")
+    name = app.extensions["parley.hub"].keys.base.rstrip(":")
     with redis.Redis.from_url(redis_url) as admin:
         ours = [c for c in admin.client_list() if c["name"].startswith(name)]
     assert 0 < len(ours) <= 3

@@ -34,11 +34,6 @@ class Coordinator:
     keys: KeySpace
     client: redis.Redis | None = None
 
-    @property
-    def prefix(self) -> str:
-        """``REDIS_PREFIX``: of the wake-up channel and the connections' names."""
-        return self.keys.base
-
     def trip(self) -> Trip:
         """A new set of Redis commands to send in one round trip."""
         return Trip(self.client)
