@@ -7,9 +7,6 @@ after gevent has patched it, or database calls block the whole worker.
 import gc
 import os
 
-import gevent
-from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
-
 from api.config import check_process_model
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
@@ -27,69 +24,8 @@ if keepalive < 1:  # 0 would close every connection before its first request
     raise ValueError(f"KEEPALIVE_S must be at least 1 second, not {keepalive}")
 
 
-# Each connection's read buffer, held for as long as the connection is open (a
-# longer request takes a few more reads): gevent's default of 8 KiB added a fifth
-# to the memory of each waiting long poll (34 against 29 KiB), 2 KiB still 1 KiB.
-# Up to 512 bytes Python's small-object allocator serves it.
-READ_BUFFER_BYTES = 512
-
-
-class KeepAliveHandler(PyWSGIHandler):
-    """gevent's WSGI handler, with gunicorn's time limit: a connection whose next
-    request's head (its line and headers, all of them, however slowly they drip
-    in) has not come within ``keepalive`` seconds is closed. gevent's own waits
-    for ever. As under gunicorn, reading a body and sending an answer have no
-    limit: the kernel buffers megabytes of an answer, and a slow client drains
-    them for longer than any fixed limit."""
-
-    def __init__(self, sock, address, server, rfile=None) -> None:
-        super().__init__(sock, address, server, rfile or sock.makefile("rb", READ_BUFFER_BYTES))
-        self._reading_head: gevent.Timeout | None = None
-
-    def handle_one_request(self):
-        try:
-            return super().handle_one_request()
-        finally:
-            self._stop_head_timer()
-
-    def read_requestline(self) -> str:
-        self._reading_head = gevent.Timeout.start_new(
-            keepalive, TimeoutError("the request's head took too long")
-        )
-        return super().read_requestline()
-
-    def read_request(self, raw_requestline: str):
-        try:
-            return super().read_request(raw_requestline)
-        finally:
-            self._stop_head_timer()  # before the app runs: a long poll may wait longer
-
-    def _stop_head_timer(self) -> None:
-        if self._reading_head is not None:
-            self._reading_head.close()
-            self._reading_head = None
-
-    def log_request(self) -> None:
-        if self.environ is not None:  # None for a request refused before it was parsed
-            super().log_request()
-
-
-class OneAcceptAtATimeServer(PyWSGIServer):
-    # Workers share the listening socket: one that took up to 100 connections
-    # per wake-up (gevent's default) would take most of a burst of reconnects.
-    max_accept = 1
-
-
-class PyWSGIWorker(GeventPyWSGIWorker):
-    """gunicorn's gevent worker, serving HTTP with gevent's WSGI server instead of
-    gunicorn's own parser and response writer: an empty poll costs 15 % less of
-    the worker's CPU (see bench/README.md)."""
-
-    server_class = OneAcceptAtATimeServer
-    wsgi_handler = KeepAliveHandler
-
-
-worker_class = PyWSGIWorker
+# gevent's WSGI server under gunicorn's gevent worker, made stricter: see the module.
+worker_class = "api.serving.PyWSGIWorker"
 preload_app = False
 # gunicorn's runtime control socket lives at one path per user: several
 # instances on one host (tests, blue/green) would fight over it, and we do not use it.
