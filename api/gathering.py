@@ -15,9 +15,22 @@ statement hold no database connection: only the one that runs it takes one.
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import CTE, BigInteger, Integer, bindparam, literal, select, union_all
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    FromClause,
+    String,
+    bindparam,
+    cast,
+    column,
+    func,
+    literal,
+    select,
+    union_all,
+)
 
 GATHERED_MAX = 64  # requests one statement serves; more start a new gathering
 STATEMENTS_IN_FLIGHT = 2
@@ -112,28 +125,66 @@ class Gatherer(Generic[Asked, Answer]):
                 self._in_flight -= 1
 
 
-def bound_rows(name: str, count: int, columns: Sequence[str]) -> CTE:
-    """A CTE of ``count`` rows of bound integers: row ``n`` has column ``n`` = n and
-    each of ``columns`` bound to the parameter ``{column}_{n}`` (a BIGINT).
+@dataclass(frozen=True)
+class BoundRows:
+    """Rows of integers bound into a statement, as a table named ``name``: column
+    ``n`` numbers the rows from 1, the ``columns`` carry the values.
 
-    One SELECT of bound values per row: SQLAlchemy caches the compiled form of
-    a UNION ALL, and compiles a VALUES list again on every execution.
+    On PostgreSQL an ``unnest`` of one array per column: one statement for any
+    number of rows (prepared once, not once per number) with one parameter per
+    column, each the text of an array literal (``{1,2,3}``), which psycopg sends
+    as it is; a list it inspects element by element in Python. A read of 64
+    polls, in the client's CPU: 0.83 ms with a parameter per value (SQLAlchemy
+    and psycopg handle each in Python), 0.14 ms so; of one poll, 0.13 ms either
+    way (0.18 ms with lists). SQLite has no arrays: one SELECT of bound values
+    per row, in a UNION ALL built per number of rows (SQLAlchemy caches its
+    compiled form; a VALUES list it compiles again on every execution).
     """
-    return union_all(
-        *(
-            select(
-                literal(n, Integer).label("n"),
-                *(bindparam(f"{column}_{n}", type_=BigInteger).label(column) for column in columns),
+
+    name: str
+    columns: tuple[str, ...]
+
+    @staticmethod
+    def shape(dialect_name: str, count: int) -> int | None:
+        """What a statement over ``count`` rows is built for: any number of rows
+        on PostgreSQL (None), else exactly ``count``."""
+        return None if dialect_name == "postgresql" else count
+
+    def table(self, shape: int | None) -> FromClause:
+        if shape is None:
+            # Each array bound as the text of its literal, cast (see above).
+            arrays = [
+                cast(bindparam(self._array_key(name), type_=String), ARRAY(BigInteger))
+                for name in self.columns
+            ]
+            typed = [column(name, BigInteger) for name in self.columns]
+            return (
+                func.unnest(*arrays)
+                .table_valued(*typed, with_ordinality="n")
+                .render_derived(self.name)
             )
-            for n in range(count)
-        )
-    ).cte(name)
+        return union_all(
+            *(
+                select(
+                    literal(n, BigInteger).label("n"),
+                    *(bindparam(f"{name}_{n}", BigInteger).label(name) for name in self.columns),
+                )
+                for n in range(1, shape + 1)
+            )
+        ).cte(self.name)
 
+    def values(self, shape: int | None, rows: Sequence[Sequence[int]]) -> dict[str, Any]:
+        """The parameters of ``table(shape)`` holding these rows (of ints only)."""
+        if shape is None:
+            return {
+                self._array_key(name): "{" + ",".join(str(row[i]) for row in rows) + "}"
+                for i, name in enumerate(self.columns)
+            }
+        return {
+            f"{name}_{n}": value
+            for n, row in enumerate(rows, 1)
+            for name, value in zip(self.columns, row, strict=True)
+        }
 
-def bound_values(rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> dict[str, Any]:
-    """The parameters of ``bound_rows(…, len(rows), columns)`` for these rows."""
-    return {
-        f"{column}_{n}": value
-        for n, row in enumerate(rows)
-        for column, value in zip(columns, row, strict=True)
-    }
+    def _array_key(self, name: str) -> str:
+        return f"{self.name}_{name}s"

@@ -43,7 +43,7 @@ from api.admission import stepping_aside
 from api.auth import Auth
 from api.conversations.models import Conversation, Membership
 from api.db import db, utcnow
-from api.gathering import Gatherer, bound_rows, bound_values
+from api.gathering import BoundRows, Gatherer
 from api.hub import coordinator
 from api.hub.trip import Trip
 from api.hub.waiters import Waiter
@@ -332,13 +332,13 @@ class Confirm:
     seq: int
 
 
-_CONFIRM_COLUMNS = ("device_id", "seq")
+_CONFIRMED = BoundRows("confirmed", ("device_id", "seq"))
 
 
 @cache
-def _cursors_raised(count: int) -> Update:
-    """Raise the cursors of ``count`` devices, built once per count."""
-    confirmed = bound_rows("confirmed", count, _CONFIRM_COLUMNS)
+def _cursors_raised(shape: int | None) -> Update:
+    """Raise the cursors of devices, built once per shape of its ``_CONFIRMED`` rows."""
+    confirmed = _CONFIRMED.table(shape)
     cursor = devices_table.c.cursor
     return (
         update(devices_table)
@@ -355,8 +355,9 @@ def write_cursors(confirms: list[Confirm]) -> list[int]:
     for confirm in confirms:  # a device asks twice: its second poll superseded the first
         highest[confirm.device_id] = max(confirm.seq, highest.get(confirm.device_id, 0))
     with db.statements() as session:
+        shape = _CONFIRMED.shape(session.get_bind().dialect.name, len(highest))
         rows = session.execute(
-            _cursors_raised(len(highest)), bound_values(list(highest.items()), _CONFIRM_COLUMNS)
+            _cursors_raised(shape), _CONFIRMED.values(shape, list(highest.items()))
         ).all()
         session.commit()
     cursors = dict(rows)  # a device deleted meanwhile (logged out) has none

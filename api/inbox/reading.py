@@ -12,7 +12,7 @@ from sqlalchemy import Row, Select, bindparam, case, func, select
 from api.accounts.models import User
 from api.db import db
 from api.errors import ApiError
-from api.gathering import Gatherer, bound_rows, bound_values
+from api.gathering import BoundRows, Gatherer
 from api.inbox.heads import remember_heads
 from api.inbox.models import InboxEntry
 from api.messages.models import Message
@@ -38,14 +38,14 @@ class Wanted:
     limit: int
 
 
-_WANTED_COLUMNS = ("user_id", "after", "most")
+_WANTED = BoundRows("wanted", ("user_id", "after", "most"))
 _text_length = func.coalesce(func.length(messages_table.c.text), 0)
 
 
 @cache
-def _entries_after(count: int) -> Select:
-    """The read of ``count`` inboxes, built once per count (building a statement
-    costs more than its round trip).
+def _entries_after(shape: int | None) -> Select:
+    """The read of inboxes, built once per shape of its ``_WANTED`` rows (building
+    a statement costs more than its round trip).
 
     Each inbox's user row always matches, so an answer with no entries still
     brings the floor and the head. Each entry comes ranked within its inbox and
@@ -53,7 +53,7 @@ def _entries_after(count: int) -> Select:
     that total stays within the batch budget (or for the inbox's first text): no
     text travels that the answer will not carry.
     """
-    wanted = bound_rows("wanted", count, _WANTED_COLUMNS)
+    wanted = _WANTED.table(shape)
     in_inbox_order = {"partition_by": wanted.c.n, "order_by": inbox_table.c.seq}
     ranked = (
         select(
@@ -103,18 +103,19 @@ def read_inboxes(wanted: list[Wanted], budget: int) -> list[Batch | ApiError]:
     reading it from the database. (A send raised the others' heads just now.)"""
     # Asked for one more than the limit: it tells whether more wait.
     rows_wanted = [(read.user_id, read.after, read.limit + 1) for read in wanted]
-    params = {"budget": budget, **bound_values(rows_wanted, _WANTED_COLUMNS)}
     with db.statements() as session:
-        rows = session.execute(_entries_after(len(wanted)), params).all()
+        shape = _WANTED.shape(session.get_bind().dialect.name, len(wanted))
+        params = {"budget": budget, **_WANTED.values(shape, rows_wanted)}
+        rows = session.execute(_entries_after(shape), params).all()
     by_inbox = {n: list(inbox_rows) for n, inbox_rows in groupby(rows, key=lambda r: r.n)}
     remember_heads(
         {
-            wanted[n].user_id: inbox_rows[0].inbox_seq
+            wanted[n - 1].user_id: inbox_rows[0].inbox_seq
             for n, inbox_rows in by_inbox.items()
             if inbox_rows[0].seq is None  # no entry after `after`: no send raised it lately
         }
     )
-    return [_answer(by_inbox.get(n, []), read, budget) for n, read in enumerate(wanted)]
+    return [_answer(by_inbox.get(n, []), read, budget) for n, read in enumerate(wanted, 1)]
 
 
 def _answer(rows: list[Row], read: Wanted, budget: int) -> Batch | ApiError:

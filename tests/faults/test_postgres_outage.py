@@ -123,7 +123,7 @@ def kill_connections_that_read_inboxes(topology) -> int:
             (killed,) = conn.execute(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
                 " WHERE state IN ('idle', 'idle in transaction')"
-                " AND query LIKE 'WITH wanted AS%' AND pid <> pg_backend_pid()"
+                " AND query LIKE 'SELECT ranked.n, ranked.inbox_floor%' AND pid <> pg_backend_pid()"
             ).fetchone()
             if killed:
                 return killed
