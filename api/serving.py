@@ -42,28 +42,36 @@ class BadHead(ValueError):
     """A request head this server refuses (gevent answers a ValueError with 400)."""
 
 
-def read_header_fields(rfile: BinaryIO) -> OldMessage:
+class HeadTimedOut(TimeoutError, ValueError):
+    """The request's head did not come in time. gevent takes a TimeoutError while it
+    reads the request line for a connection gone (closed quietly), and a ValueError
+    while it reads the header fields for bad input (400, without a traceback)."""
+
+
+def read_header_fields(rfile: BinaryIO, http_version: str) -> OldMessage:
     """The header fields of a request, up to the empty line that ends them, in the
     form gevent's WSGI handler reads them; raises BadHead for a malformed head."""
     fields = OldMessage()
     for _ in range(MAX_FIELDS + 1):
         line = rfile.readline(MAX_FIELD_LINE_BYTES + 1)
         if line in (b"\r\n", b"\n"):
-            _check_framing(fields)
+            _check_fields(fields, http_version)
             return fields
-        if not line.endswith(b"\n"):
+        if len(line) > MAX_FIELD_LINE_BYTES or not line.endswith(b"\n"):
             raise BadHead("header line too long" if line else "head cut short")
-        name, colon, value = line.decode("latin-1").partition(":")
-        value = value.strip(" \t\r\n")
+        text = line.removesuffix(b"\n").removesuffix(b"\r").decode("latin-1")
+        name, colon, value = text.partition(":")
+        value = value.strip(" \t")  # a CR left in it is a control character: refused
         if not colon or not _FIELD_NAME.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
             raise BadHead(f"malformed header line {line[:100]!r}")
         fields[name] = value
     raise BadHead(f"more than {MAX_FIELDS} header fields")
 
 
-def _check_framing(fields: OldMessage) -> None:
+def _check_fields(fields: OldMessage, http_version: str) -> None:
     """One way to tell where the body ends, and only one: a request a proxy in
-    front could frame otherwise is refused (RFC 9112, section 6.3)."""
+    front could frame otherwise is refused (RFC 9112, section 6.3), and so is one
+    naming two hosts (section 3.2)."""
     lengths = fields.get_all("Content-Length", [])
     codings = fields.get_all("Transfer-Encoding", [])
     if lengths and codings:
@@ -72,6 +80,10 @@ def _check_framing(fields: OldMessage) -> None:
         raise BadHead(f"bad Content-Length {lengths!r}")
     if codings and (len(codings) > 1 or codings[0].lower() != "chunked"):
         raise BadHead(f"unsupported Transfer-Encoding {codings!r}")
+    if codings and http_version != "HTTP/1.1":
+        raise BadHead(f"Transfer-Encoding in an {http_version} request")
+    if len(fields.get_all("Host", [])) > 1:
+        raise BadHead("more than one Host")
 
 
 class KeepAliveHandler(PyWSGIHandler):
@@ -94,7 +106,7 @@ class KeepAliveHandler(PyWSGIHandler):
 
     def read_requestline(self) -> str:
         self._reading_head = gevent.Timeout.start_new(
-            self.server.log.cfg.keepalive, TimeoutError("the request's head took too long")
+            self.server.log.cfg.keepalive, HeadTimedOut("the request's head took too long")
         )
         return super().read_requestline()
 
@@ -105,7 +117,7 @@ class KeepAliveHandler(PyWSGIHandler):
             self._stop_head_timer()  # before the app runs: a long poll may wait longer
 
     def MessageClass(self, rfile: BinaryIO, *_args) -> OldMessage:  # gevent names it so
-        return read_header_fields(rfile)
+        return read_header_fields(rfile, self.request_version)
 
     def _stop_head_timer(self) -> None:
         if self._reading_head is not None:

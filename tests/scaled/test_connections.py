@@ -112,7 +112,8 @@ def dripping(connection: socket.socket, every_s: float):
 def test_connections_left_idle_are_closed(sqlite_template, tmp_path):
     """A kept-alive connection that sends no next request, one whose request stops
     halfway, and one that drips its request a byte at a time are closed after
-    KEEPALIVE_S: none holds its greenlet and socket for ever."""
+    KEEPALIVE_S: none holds its greenlet and socket for ever, nor fills the log
+    with tracebacks."""
     with (
         embedded_instance("idle", sqlite_template, tmp_path, KEEPALIVE_S="1") as server,
         connect(server.url) as kept_alive,
@@ -128,6 +129,7 @@ def test_connections_left_idle_are_closed(sqlite_template, tmp_path):
         assert answered.startswith(b"HTTP/1.1 200")
         assert read_until_closed(stalled, bound_s=30) is not None
         assert read_until_closed(drip_fed, bound_s=30) is not None
+        assert "Traceback" not in server.log(), "a client too slow is not the server's error"
 
 
 BIG_TEXT = "x" * 100_000
