@@ -6,6 +6,7 @@ default (a SQLite file, the in-process hub) and on the scaled backend
 """
 
 import shutil
+from collections.abc import Iterator
 
 import pytest
 from alembic import command
@@ -45,6 +46,12 @@ def postgres_url() -> str:
     engine.dispose()
     migrate(services.POSTGRES_URL)
     return services.POSTGRES_URL
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_redis_keys_left() -> Iterator[None]:
+    yield
+    services.remove_keys_made(services.REDIS_URL)
 
 
 @pytest.fixture(scope="session")

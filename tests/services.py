@@ -4,6 +4,7 @@ Outside CI a missing server skips the tests that need it; with ``CI=true`` it
 fails them, so a green CI always means the scaled mode was tested.
 """
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -95,6 +96,28 @@ def empty_postgres(url: str) -> None:
     engine.dispose()
 
 
+_PREFIX_STEM = "parley-test-"
+_prefixes_made: set[bytes] = set()
+
+
 def unique_prefix() -> str:
     """A Redis key and channel prefix no other test shares."""
-    return f"parley-test-{uuid.uuid4().hex[:12]}:"
+    prefix = f"{_PREFIX_STEM}{uuid.uuid4().hex[:12]}:"
+    _prefixes_made.add(prefix.encode())
+    return prefix
+
+
+def remove_keys_made(url: str) -> None:
+    """Delete the keys under every prefix this run made: the machine's Redis
+    outlives the suite, and presence keeps sorted sets that never expire. Keys of
+    other runs (another suite on the same Redis) stay."""
+    if not _prefixes_made:
+        return
+    with contextlib.suppress(redis.RedisError), redis.Redis.from_url(url) as client:
+        ours = [
+            key
+            for key in client.scan_iter(match=f"{_PREFIX_STEM}*", count=1000)
+            if key.partition(b":")[0] + b":" in _prefixes_made
+        ]
+        for start in range(0, len(ours), 1000):
+            client.unlink(*ours[start : start + 1000])
