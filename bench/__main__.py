@@ -385,6 +385,7 @@ def _interrupt(signum, frame) -> None:
 
 # Every poll of the holding target is a connection: more than the default per worker.
 TARGETS_WORKER_CONNECTIONS = 19_000  # under the 20,000 open files a process may have here
+ONE_WORKER_SCENARIOS = ("empty",)
 
 
 def measure_targets(args: argparse.Namespace) -> int:
@@ -399,12 +400,23 @@ def measure_targets(args: argparse.Namespace) -> int:
             extra_env={"WORKER_CONNECTIONS": str(TARGETS_WORKER_CONNECTIONS)},
         )
     )
+    # Empty polls per worker process: against two workers on two cores shared
+    # with the harness, each would get under a core whatever a poll cost, so
+    # that scenario gets a Parley of its own with one worker.
+    alone = tuple(s for s in args.only if s in ONE_WORKER_SCENARIOS and not args.url)
+    together = tuple(s for s in args.only if s not in alone)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     stamp = timestamp()
     machine = machine_info()
+    results: dict = {}
     try:
-        with running(server) as sampler:
-            results = asyncio.run(targets.measure_all(server.url, args, sampler))
+        if together:
+            with running(server) as sampler:
+                results |= asyncio.run(targets.measure_all(server.url, args, sampler, together))
+        if alone:
+            single = ScaledServer(workers=1)
+            with running(single) as sampler:
+                results |= asyncio.run(targets.measure_all(single.url, args, sampler, alone))
     except (ServerError, SetupError, KeyboardInterrupt) as exc:
         return could_not_run(exc)
     rows = bar.evaluate(args, results)
@@ -416,7 +428,8 @@ def measure_targets(args: argparse.Namespace) -> int:
             "machine": machine,
             "machine_line": report.machine_line(machine),
             "server": f"{described['mode']}"
-            + (f", {described['workers']} gevent workers" if "workers" in described else ""),
+            + (f", {described['workers']} gevent workers" if "workers" in described else "")
+            + (f"; {', '.join(alone)}: one worker of its own" if alone else ""),
             "server_details": described,
         },
         "targets": [{"target": w, "measured": m, "met": ok} for w, m, ok in rows],

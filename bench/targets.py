@@ -1,7 +1,8 @@
 """``python -m bench targets``: Parley against its performance bar, measured.
 
-Four scenarios, one after the other, on one Parley in the scaled mode (started
-as for ``compare``, or ``--url``):
+Four scenarios, one after the other, on a Parley in the scaled mode (started
+as for ``compare``, or ``--url``); started by the harness, the empty polls get
+a Parley of their own with one worker process, the rest one with --workers:
 
   waiting   --waiting devices (5,000) hold long polls while 1:1 chats among them
             carry --rate messages a second (50): delivery latency and server CPU
@@ -15,6 +16,8 @@ as for ``compare``, or ``--url``):
   empty     --empty-devices (100) short-poll their empty inboxes back to back
             for --empty-window seconds: empty polls per second per worker
             process, and the server's own count of database queries meanwhile
+            (two workers and the harness on two cores would each get under a
+            core, whatever a poll cost)
   holding   --hold devices (20,000) each hold one long poll, from
             --hold-processes client processes (one process may open only so
             many files): polls held, errors, memory per poll
@@ -89,8 +92,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-async def measure_all(url: str, args: argparse.Namespace, sampler: Sampler) -> dict[str, Any]:
-    """Run the chosen scenarios (``args.only``); returns their raw records."""
+async def measure_all(
+    url: str, args: argparse.Namespace, sampler: Sampler, scenarios: tuple[str, ...]
+) -> dict[str, Any]:
+    """Run these scenarios, in the bar's order; returns their raw records."""
     # The devices come online over --waiting-ramp seconds, by default one
     # long-poll period (and at most RAMP_PER_S a second), so their polls time out
     # spread out as in the steady state the bar is about. Coming online faster,
@@ -111,18 +116,18 @@ async def measure_all(url: str, args: argparse.Namespace, sampler: Sampler) -> d
         long_poll_cap_s=LONG_POLL_S,
     )
     api = Api(url, 2 * max(args.waiting, args.empty_devices) + 100)
-    bar = tqdm(total=len(args.only), desc="targets", unit="scenario")
+    bar = tqdm(total=len(scenarios), desc="targets", unit="scenario")
     context = Context(api, Ledger(), sampler, settings, bar)
     lag_task = asyncio.create_task(lag_monitor(context))
     results: dict[str, Any] = {}
     try:
-        if "waiting" in args.only:
+        if "waiting" in scenarios:
             chat = workloads.chat(
                 args.seed, args.waiting // 2, every_s=args.waiting / args.rate, window_s=args.window
             )
             records, probe, _ = await run_workload(context, chat, 0)  # counts on the bar itself
             results["waiting"] = {"phase": records[0], "probe": probe}
-        if "fan-out" in args.only:
+        if "fan-out" in scenarios:
             fan_out = workloads.fan_out(
                 args.seed, args.senders, args.receivers, args.fan_out_rate, args.window
             )
@@ -131,10 +136,10 @@ async def measure_all(url: str, args: argparse.Namespace, sampler: Sampler) -> d
                 "phase": records[0],
                 "delivered_per_s": delivered_per_second(context.ledger, "fan-out/long 25s"),
             }
-        if "empty" in args.only:
+        if "empty" in scenarios:
             results["empty"] = await empty_polls(context, args.empty_devices, args.empty_window)
             bar.update()
-        if "holding" in args.only:
+        if "holding" in scenarios:
             results["holding"] = await hold_many(
                 context, url, args.hold, args.hold_processes, sampler
             )
