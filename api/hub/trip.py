@@ -21,6 +21,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 from redis.commands.core import Script
+from redis.connection import AbstractConnection
 
 from api.metrics import redis_timer
 
@@ -69,9 +70,44 @@ class Trip:
 
     @redis_timer("trip")
     def _execute(self) -> list[Any]:
+        """The queued commands' replies (an error reply in its place); every one an
+        error if no answer came at all.
+
+        What ``Pipeline.execute`` does without a transaction, on a connection of
+        the pool, with the connection's retries, but without what redis-py 8 adds
+        around it (its observability records, a pass for HIMPORT field sets, a
+        second reset): the pipeline only builds the commands. That was 3 to 4 % of
+        an empty poll's CPU, and every request that touches Redis makes a trip.
+        """
+        pipe = self._pipe
+        commands = pipe.command_stack
+        pool = pipe.connection_pool
         try:
-            return self._pipe.execute(raise_on_error=False)
+            connection = pool.get_connection()
+        except redis.RedisError as exc:
+            return [exc] * len(commands)
+        try:
+            return connection.retry.call_with_retry(
+                lambda: _round_trip(pipe, connection, commands),
+                lambda _error: connection.disconnect(),
+            )
         except redis.RedisError as exc:  # no answer at all: every command failed
-            return [exc] * len(self._handlers)
+            connection.disconnect()
+            return [exc] * len(commands)
+        except BaseException:  # cut short (a greenlet killed): replies may be left unread
+            connection.disconnect()
+            raise
         finally:
-            self._pipe.reset()
+            pool.release(connection)
+            commands.clear()
+
+
+def _round_trip(pipe: Pipeline, connection: AbstractConnection, commands: list) -> list[Any]:
+    connection.send_packed_command(connection.pack_commands([args for args, _ in commands]))
+    replies: list[Any] = []
+    for args, options in commands:
+        try:
+            replies.append(pipe.parse_response(connection, args[0], **options))
+        except redis.ResponseError as exc:  # this command's error; read the rest
+            replies.append(exc)
+    return replies
