@@ -8,6 +8,7 @@ one byte at a time, leaves the worker free to serve others.
 import contextlib
 import json
 import socket
+import struct
 import threading
 import time
 from urllib.parse import urlsplit
@@ -72,6 +73,40 @@ def test_idle_and_slow_connections_do_not_starve_others(instances):
 
     assert message_texts(batch) == ["still served"]
     assert served_while_dripping, "the hostile client finished before the others were served"
+
+
+# Linux's struct tcp_info: tcpi_data_segs_in, the segments received that carried data.
+TCP_INFO_DATA_SEGS_IN = 152
+
+
+def data_segments_received(connection: socket.socket) -> int:
+    info = connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return struct.unpack_from("I", info, TCP_INFO_DATA_SEGS_IN)[0]
+
+
+def test_a_short_answer_arrives_in_one_segment(instances):
+    """Head and body in one TCP segment: one read for the client, and one system
+    call for the server, where gevent's server sent them apart."""
+    with connect(instances[0].url) as connection:
+        for path in (b"/healthz", b"/v1/users/me", b"/v1/nowhere"):
+            before = data_segments_received(connection)
+            connection.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, body = read_answer(connection)
+            assert head.split()[1] in (b"200", b"401", b"404")
+            assert json.loads(body)
+            assert data_segments_received(connection) - before == 1, path
+
+
+def read_answer(connection: socket.socket) -> tuple[bytes, bytes]:
+    """One answer with a Content-Length, read off a kept-alive connection."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += connection.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += connection.recv(65536)
+    return head, body
 
 
 def read_until_closed(connection: socket.socket, bound_s: float) -> bytes | None:
