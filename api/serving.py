@@ -16,6 +16,7 @@ leaves out, and answers the commonest request with less work:
   request.
 """
 
+import contextlib
 import re
 from typing import BinaryIO
 
@@ -100,9 +101,23 @@ class KeepAliveHandler(PyWSGIHandler):
 
     def handle_one_request(self):
         try:
-            return super().handle_one_request()
+            result = super().handle_one_request()
         finally:
             self._stop_head_timer()
+        if isinstance(result, tuple):  # refused before it was read: answered, then closed
+            self._refuse(*result)
+            return None
+        return result
+
+    def _refuse(self, status: str, answer: bytes) -> None:
+        """Send a refused request's answer. gevent's ``handle`` would, but a client
+        gone already (a reset as soon as it sent its head) raised out of the
+        connection's greenlet with a traceback in the log, and it logged the
+        refusal with the connection's previous request. The refusal's own log
+        line says what was wrong."""
+        self.status = status
+        with contextlib.suppress(OSError):
+            self.socket.sendall(answer)
 
     def read_requestline(self) -> str:
         self._reading_head = gevent.Timeout.start_new(

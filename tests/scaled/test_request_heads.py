@@ -8,6 +8,7 @@ bodies included, are served as before.
 
 import json
 import socket
+import struct
 from urllib.parse import urlsplit
 
 import pytest
@@ -135,3 +136,37 @@ MALFORMED = {
 def test_malformed_heads_are_refused(server, fields):
     answer = exchange(server.url, request(b"GET", b"/healthz", fields))
     assert statuses(answer) == [b"400"]
+
+
+RESETS = 10
+
+
+def test_a_client_gone_before_its_refusal_leaves_the_log_clean(sqlite_template, tmp_path):
+    """A client that resets its connection as soon as it has sent a head to refuse
+    (a scanner, a proxy giving up): no answer to send, no traceback to log."""
+    with embedded_instance("resets", sqlite_template, tmp_path) as instance:
+        parts = urlsplit(instance.url)
+        for _ in range(RESETS):
+            with socket.create_connection((parts.hostname, parts.port), timeout=10) as connection:
+                linger_then_reset = struct.pack("ii", 1, 0)
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_then_reset)
+                connection.sendall(request(b"GET", b"/healthz", MALFORMED["two hosts"]))
+        assert statuses(exchange(instance.url, request(b"GET", b"/healthz", b""))) == [b"200"]
+        log = instance.log()
+
+    assert "more than one Host" in log, "the refusals are logged"
+    assert "Traceback" not in log
+
+
+def test_a_refused_request_is_not_logged_as_the_one_before_it(sqlite_template, tmp_path):
+    """On a kept-alive connection, the access log has a line for the request
+    served and none for the refused one after it (gevent logged the refusal
+    with the served request's line)."""
+    with embedded_instance("access", sqlite_template, tmp_path, ACCESS_LOG="-") as instance:
+        served = request(b"GET", b"/healthz?served", b"").replace(b"Connection: close\r\n", b"")
+        refused = request(b"GET", b"/healthz?refused", MALFORMED["two hosts"])
+        answer = exchange(instance.url, served + refused)
+        log = instance.log()
+
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 400 ") == 1
+    assert log.count("/healthz?served") == 1
