@@ -80,7 +80,7 @@ class Trip:
         an empty poll's CPU, and every request that touches Redis makes a trip.
         """
         pipe = self._pipe
-        commands = pipe.command_stack
+        commands, pipe.command_stack = pipe.command_stack, []
         pool = pipe.connection_pool
         try:
             connection = pool.get_connection()
@@ -99,7 +99,6 @@ class Trip:
             raise
         finally:
             pool.release(connection)
-            commands.clear()
 
 
 def _round_trip(pipe: Pipeline, connection: AbstractConnection, commands: list) -> list[Any]:
