@@ -388,6 +388,10 @@ TARGETS_WORKER_CONNECTIONS = 19_000  # under the 20,000 open files a process may
 ONE_WORKER_SCENARIOS = ("empty",)
 
 
+def _workers(count: str) -> str:
+    return f", {count} gevent worker{'' if count == '1' else 's'}"
+
+
 def measure_targets(args: argparse.Namespace) -> int:
     """Run the performance-bar scenarios; exit 0 only if every target is met."""
     args = bar.resolve(args)
@@ -405,6 +409,7 @@ def measure_targets(args: argparse.Namespace) -> int:
     # that scenario gets a Parley of its own with one worker.
     alone = tuple(s for s in args.only if s in ONE_WORKER_SCENARIOS and not args.url)
     together = tuple(s for s in args.only if s not in alone)
+    single = ScaledServer(workers=1) if alone else None
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     stamp = timestamp()
     machine = machine_info()
@@ -414,13 +419,12 @@ def measure_targets(args: argparse.Namespace) -> int:
             with running(server) as sampler:
                 results |= asyncio.run(targets.measure_all(server.url, args, sampler, together))
         if alone:
-            single = ScaledServer(workers=1)
             with running(single) as sampler:
                 results |= asyncio.run(targets.measure_all(single.url, args, sampler, alone))
     except (ServerError, SetupError, KeyboardInterrupt) as exc:
         return could_not_run(exc)
     rows = bar.evaluate(args, results)
-    described = server.describe()
+    described = (server if together else single).describe()
     record = {
         "meta": {
             "started": started,
@@ -428,9 +432,10 @@ def measure_targets(args: argparse.Namespace) -> int:
             "machine": machine,
             "machine_line": report.machine_line(machine),
             "server": f"{described['mode']}"
-            + (f", {described['workers']} gevent workers" if "workers" in described else "")
-            + (f"; {', '.join(alone)}: one worker of its own" if alone else ""),
+            + (_workers(described["workers"]) if "workers" in described else "")
+            + (f"; {', '.join(alone)}: one worker of its own" if alone and together else ""),
             "server_details": described,
+            **({"one_worker_server_details": single.describe()} if alone and together else {}),
         },
         "targets": [{"target": w, "measured": m, "met": ok} for w, m, ok in rows],
         "results": results,
