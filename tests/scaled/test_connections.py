@@ -7,6 +7,7 @@ one byte at a time, leaves the worker free to serve others.
 
 import contextlib
 import json
+import signal
 import socket
 import struct
 import threading
@@ -95,6 +96,13 @@ def test_a_short_answer_arrives_in_one_segment(instances):
             assert head.split()[1] in (b"200", b"401", b"404")
             assert json.loads(body)
             assert data_segments_received(connection) - before == 1, path
+        before = data_segments_received(connection)
+        connection.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # a head alone
+        received = b""
+        while not received.endswith(b"\r\n\r\n"):
+            received += connection.recv(65536)
+        assert received.startswith(b"HTTP/1.1 200")
+        assert data_segments_received(connection) - before == 1
 
 
 def read_answer(connection: socket.socket) -> tuple[bytes, bytes]:
@@ -165,6 +173,37 @@ def test_connections_left_idle_are_closed(sqlite_template, tmp_path):
         assert read_until_closed(stalled, bound_s=30) is not None
         assert read_until_closed(drip_fed, bound_s=30) is not None
         assert "Traceback" not in server.log(), "a client too slow is not the server's error"
+
+
+# Under gunicorn's graceful_timeout (30 s), which the shutdown would otherwise wait out.
+SHUTDOWN_BOUND_S = 15
+
+
+def test_a_shutdown_closes_connections_waiting_for_a_request(sqlite_template, tmp_path):
+    """SIGTERM: a kept-alive connection waiting for its next request (a load
+    balancer keeps several) and one that has sent nothing yet are closed at once,
+    where they held the shutdown up until gunicorn's graceful timeout; a request
+    already begun is served, its answer closing its connection."""
+    with (
+        embedded_instance("shutdown", sqlite_template, tmp_path) as server,
+        connect(server.url) as kept_alive,
+        connect(server.url) as unused,
+        connect(server.url) as begun,
+    ):
+        kept_alive.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(kept_alive)[0].startswith(b"HTTP/1.1 200")
+        begun.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # its head's end still to come
+
+        server.process.send_signal(signal.SIGTERM)
+        assert read_until_closed(kept_alive, SHUTDOWN_BOUND_S) == b""
+        assert read_until_closed(unused, SHUTDOWN_BOUND_S) == b""
+        begun.sendall(b"\r\n")
+        answered = read_until_closed(begun, SHUTDOWN_BOUND_S)
+        assert server.wait_for_exit(SHUTDOWN_BOUND_S) == 0
+
+    assert answered is not None and answered.startswith(b"HTTP/1.1 200")
+    assert b"Connection: close" in answered
+    assert "graceful timeout" not in server.log()
 
 
 BIG_TEXT = "x" * 100_000

@@ -170,3 +170,10 @@ def test_a_refused_request_is_not_logged_as_the_one_before_it(sqlite_template, t
 
     assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 400 ") == 1
     assert log.count("/healthz?served") == 1
+    assert "more than one Host" in log
+
+
+def test_a_request_line_too_long_is_refused_and_logged(server):
+    answer = exchange(server.url, request(b"GET", b"/healthz?" + b"a" * 9000, b""))
+    assert statuses(answer) == [b"414"]
+    assert "request line too long" in server.log()
