@@ -181,9 +181,9 @@ SHUTDOWN_BOUND_S = 15
 
 def test_a_shutdown_closes_connections_waiting_for_a_request(sqlite_template, tmp_path):
     """SIGTERM: a kept-alive connection waiting for its next request (a load
-    balancer keeps several) and one that has sent nothing yet are closed at once,
-    where they held the shutdown up until gunicorn's graceful timeout; a request
-    already begun is served, its answer closing its connection."""
+    balancer keeps several) is closed at once, and one that has sent nothing yet
+    a second later, where both held the shutdown up until gunicorn's graceful
+    timeout; a request already begun is served, its answer closing its connection."""
     with (
         embedded_instance("shutdown", sqlite_template, tmp_path) as server,
         connect(server.url) as kept_alive,
