@@ -40,7 +40,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from api.ops import bp as ops_bp
     from api.presence.actions import init_presence
     from api.presence.views import bp as presence_bp
-    from api.validation import IdConverter
+    from api.validation import IdConverter, init_validation
     from api.web.views import bp as web_bp
 
     app.url_map.converters["id"] = IdConverter
@@ -53,6 +53,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     init_answered(app)
     init_password_hasher(app)
     init_http(app)
+    init_validation(app)
     init_admission(app)
     register_error_handlers(app)
     blueprints = (accounts_bp, conversations_bp, messages_bp, inbox_bp, presence_bp, ops_bp, web_bp)

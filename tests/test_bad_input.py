@@ -4,7 +4,10 @@ import json
 
 import pytest
 
-from tests.factories import message_texts, poll, send
+from api.inbox.schemas import poll_query_schema
+from api.presence.schemas import presence_query_schema
+from api.validation import load_query
+from tests.factories import message_texts, poll, send, sign_up
 
 
 def assert_error(response, status: int, code: str | None = None) -> dict:
@@ -128,6 +131,51 @@ def test_poll_parameters_out_of_range_are_refused(client, pair, query):
         client.get("/v1/inbox", query_string=query, headers=ben.auth), 422, "invalid_input"
     )
     assert message_texts(poll(client, ben)) == ["kept"]
+
+
+def test_a_query_string_is_checked_against_each_apps_own_limits(make_app):
+    """Validated query strings are remembered per app: a limit one app allows is
+    refused by another whose limit is lower, however often the first saw it."""
+    roomy, strict = make_app(INBOX_LIMIT_MAX=500), make_app(INBOX_LIMIT_MAX=50)
+    ann = sign_up(roomy.test_client(), "ann")
+    for _ in range(2):
+        assert poll(roomy.test_client(), ann, limit=100)["entries"] == []
+        response = strict.test_client().get("/v1/inbox?limit=100", headers=ann.auth)
+        assert_error(response, 422, "invalid_input")
+
+
+def test_a_refused_query_string_is_refused_every_time(client, pair):
+    _, ben, _ = pair
+    for _ in range(3):
+        response = client.get("/v1/inbox?timeout=soon", headers=ben.auth)
+        assert_error(response, 422, "invalid_input")
+
+
+def test_a_repeated_query_string_is_validated_once(app, monkeypatch):
+    """A client polling with the same ``after`` costs one validation, and what
+    the view gets is its own to change."""
+    validated = []
+    real_load = poll_query_schema.load
+    monkeypatch.setattr(
+        poll_query_schema, "load", lambda *a, **kw: validated.append(a) or real_load(*a, **kw)
+    )
+    loads = []
+    for query in ("after=3&timeout=0", "after=3&timeout=0", "after=4&timeout=0"):
+        with app.test_request_context(f"/v1/inbox?{query}"):
+            loads.append(load_query(poll_query_schema))
+    loads[0]["after"] = 99
+    assert loads[1:] == [{"after": 3, "timeout": 0.0}, {"after": 4, "timeout": 0.0}]
+    assert len(validated) == 2
+
+
+def test_a_query_with_a_list_is_never_shared(app):
+    """Values that are not plain (a list of ids) are validated for each request."""
+    loads = []
+    for _ in range(2):
+        with app.test_request_context("/v1/presence?user_ids=1,2"):
+            loads.append(load_query(presence_query_schema))
+    loads[0]["user_ids"].append(3)
+    assert loads[1]["user_ids"] == [1, 2]
 
 
 @pytest.mark.parametrize("query", [{"limit": 0}, {"limit": 201}, {"before": 0}, {"after": "x"}])
