@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from api.inbox.schemas import poll_query_schema
 from api.presence.schemas import presence_query_schema
 from api.validation import load_query
 from tests.factories import message_texts, poll, send, sign_up
@@ -149,23 +148,6 @@ def test_a_refused_query_string_is_refused_every_time(client, pair):
     for _ in range(3):
         response = client.get("/v1/inbox?timeout=soon", headers=ben.auth)
         assert_error(response, 422, "invalid_input")
-
-
-def test_a_repeated_query_string_is_validated_once(app, monkeypatch):
-    """A client polling with the same ``after`` costs one validation, and what
-    the view gets is its own to change."""
-    validated = []
-    real_load = poll_query_schema.load
-    monkeypatch.setattr(
-        poll_query_schema, "load", lambda *a, **kw: validated.append(a) or real_load(*a, **kw)
-    )
-    loads = []
-    for query in ("after=3&timeout=0", "after=3&timeout=0", "after=4&timeout=0"):
-        with app.test_request_context(f"/v1/inbox?{query}"):
-            loads.append(load_query(poll_query_schema))
-    loads[0]["after"] = 99
-    assert loads[1:] == [{"after": 3, "timeout": 0.0}, {"after": 4, "timeout": 0.0}]
-    assert len(validated) == 2
 
 
 def test_a_query_with_a_list_is_never_shared(app):
