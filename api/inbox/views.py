@@ -13,6 +13,14 @@ from api.validation import load_json, load_query
 
 bp = Blueprint("inbox", __name__, url_prefix="/v1/inbox")
 
+# The counter of each (mode, outcome), found once: labels() takes a lock and
+# builds its key on every call.
+_POLLS = {
+    (mode, outcome): POLLS.labels(mode, outcome)
+    for mode, outcomes in (("short", ("entries", "empty")), ("long", ("entries", "timeout")))
+    for outcome in outcomes
+}
+
 
 def _confirm(seq: int, field: str, position: actions.Position) -> int:
     try:
@@ -57,7 +65,7 @@ def poll():
         limit = query.get("limit", config["INBOX_LIMIT_DEFAULT"])
         batch = actions.poll_inbox(start, after, limit)
     outcome = "entries" if batch.entries else ("timeout" if timeout else "empty")
-    POLLS.labels("long" if timeout else "short", outcome).inc()
+    _POLLS["long" if timeout else "short", outcome].inc()
     # Made here, not by Flask from the view's dict: its checks of what a view
     # may return cost more than the JSON itself.
     response = app.json.response(batch_schema.dump(batch))
