@@ -98,13 +98,35 @@ def make_engine(
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=pool_timeout,
+        isolation_level="AUTOCOMMIT",  # see _begin_explicitly
         connect_args={
             **POSTGRES_CONNECT_ARGS,
             "prepare_threshold": PREPARE_AFTER_RUNS if prepared_statements else None,
         },
     )
     _ping_connections_idle_for(engine, ping_if_idle_s)
+    _begin_explicitly(engine)
     return engine
+
+
+# The execution option of connections whose statements commit one by one.
+ONE_BY_ONE = "parley_one_by_one"
+
+
+def _begin_explicitly(engine: Engine) -> None:
+    """Keep every PostgreSQL connection in autocommit mode, and send BEGIN for
+    SQLAlchemy's transactions ourselves, as on SQLite.
+
+    Most statements run outside transactions (``Database.statements``): a
+    connection switched into autocommit mode when checked out and back when
+    checked in made SQLAlchemy and psycopg reset it twice each time, 6 % of
+    the CPU of a poll's read. Connections with ``ONE_BY_ONE`` set begin nothing.
+    """
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        if not connection.get_execution_options().get(ONE_BY_ONE):
+            connection.exec_driver_sql("BEGIN")
 
 
 def _ping_connections_idle_for(engine: Engine, seconds: float) -> None:
@@ -177,7 +199,7 @@ class Database:
             None
             if engine.dialect.name == "sqlite"
             else sessionmaker(
-                engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+                engine.execution_options(**{ONE_BY_ONE: True}), expire_on_commit=False
             )
         )
         app.teardown_appcontext(lambda _exc: self.release())

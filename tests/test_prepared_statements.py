@@ -24,7 +24,6 @@ pytestmark = scaled_only
 def prepared_names(app) -> set[str]:
     """The names of the statements the app's one pooled connection has prepared."""
     with db.engine(app).connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT")  # no transaction to roll back
         driver = conn.connection.dbapi_connection
         rows = driver.execute("SELECT name FROM pg_prepared_statements", prepare=False)
         return {name for (name,) in rows}
