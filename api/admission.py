@@ -29,8 +29,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from flask import Flask, current_app, g, request
+from flask import Flask
 
+from api.context import this_app, this_g, this_request
 from api.errors import RETRY_AFTER_S, ApiError
 from api.metrics import ADMISSION_WAITING
 
@@ -58,7 +59,7 @@ class Admission:
                 "Too many requests at once; nothing was done. Retry shortly.",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
-        g.admitted = True
+        this_g().admitted = True
 
     def _take(self, queue: deque[threading.Event]) -> bool:
         with self._lock:
@@ -77,7 +78,7 @@ class Admission:
             return False
 
     def leave(self) -> None:
-        if not g.pop("admitted", False):
+        if not this_g().pop("admitted", False):
             return
         with self._lock:
             for queue in (self._ahead, self._new):
@@ -93,8 +94,9 @@ def init_admission(app: Flask) -> None:
 
     @app.before_request
     def admit() -> None:
-        if request.path.startswith(ADMITTED_PATHS):
-            view = app.view_functions.get(request.endpoint)
+        asked = this_request()
+        if asked.path.startswith(ADMITTED_PATHS):
+            view = app.view_functions.get(asked.endpoint)
             admission.enter(ahead=getattr(view, "goes_ahead", False))
 
     app.teardown_request(lambda _exc: admission.leave())
@@ -111,8 +113,8 @@ def stepping_aside() -> Iterator[None]:
     """Give this request's turn back for the block (a long poll's wait); take a
     new one after it, before any new request (it may still raise the 503 of a
     busy server)."""
-    admission: Admission = current_app.extensions["parley.admission"]
-    admitted = g.get("admitted", False)
+    admission: Admission = this_app().extensions["parley.admission"]
+    admitted = this_g().get("admitted", False)
     admission.leave()
     try:
         yield

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from functools import wraps
 
 from cachetools import LRUCache
-from flask import Flask, current_app, g, request
+from flask import Flask, g
 from sqlalchemy import select
 
 from api.accounts.models import Device
+from api.context import this_app, this_g, this_request
 from api.db import db
 from api.errors import ApiError
 from api.hub import coordinator
@@ -78,7 +79,7 @@ def _unauthorized(message: str) -> ApiError:
 
 
 def _bearer_token_hash() -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, token = this_request().headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("Send 'Authorization: Bearer <token>' from POST /v1/sessions.")
     return hash_token(token.strip())
@@ -94,7 +95,7 @@ def claim_auth() -> tuple[Auth, TokenClaim | None]:
     confirm; or, for a token this process does not remember, ``authenticate()``
     and no claim."""
     token_hash = _bearer_token_hash()
-    remembered = current_app.extensions["parley.tokens"]
+    remembered = this_app().extensions["parley.tokens"]
     auth = remembered.get(token_hash) if remembered is not None else None
     if auth is None:
         return authenticate(token_hash), None
@@ -104,7 +105,7 @@ def claim_auth() -> tuple[Auth, TokenClaim | None]:
 def authenticate(token_hash: str | None = None) -> Auth:
     """The device of the request's bearer token (or of ``token_hash``); 401 if none."""
     token_hash = token_hash or _bearer_token_hash()
-    remembered = current_app.extensions["parley.tokens"]
+    remembered = this_app().extensions["parley.tokens"]
     try:
         auth = _verified(token_hash)
     except ApiError:
@@ -140,19 +141,17 @@ def remember_token(auth: Auth, trip: Trip | None = None) -> None:
     coordinator().hints.set(
         _token_key(auth.token_hash),
         _owner(auth),
-        current_app.config["TOKEN_CACHE_TTL_S"],
+        this_app().config["TOKEN_CACHE_TTL_S"],
         only_if_absent=True,
         trip=trip,
     )
 
 
 def revoke_cached_token(token_hash: str) -> None:
-    remembered = current_app.extensions["parley.tokens"]
+    remembered = this_app().extensions["parley.tokens"]
     if remembered is not None:
         remembered.pop(token_hash, None)
-    coordinator().hints.set(
-        _token_key(token_hash), REVOKED, current_app.config["TOKEN_CACHE_TTL_S"]
-    )
+    coordinator().hints.set(_token_key(token_hash), REVOKED, this_app().config["TOKEN_CACHE_TTL_S"])
 
 
 def authenticated(view):
@@ -191,10 +190,11 @@ def claimed(view):
 def confirm_claim() -> None:
     """Check the bearer token now if the request runs on an unchecked claim (401
     if it is not the device's any more)."""
-    claim = g.pop("claim", None)
+    state = this_g()
+    claim = state.pop("claim", None)
     if claim is not None and not claim.confirmed:
-        authenticate(g.auth.token_hash)
+        authenticate(state.auth.token_hash)
 
 
 def current_auth() -> Auth:
-    return g.auth
+    return this_g().auth

@@ -14,12 +14,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
-from flask import Flask, current_app, g
+from flask import Flask
 from sqlalchemy import BigInteger, DateTime, Engine, Integer, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from api.context import this_app, this_g
 from api.metrics import time_queries
 
 log = logging.getLogger(__name__)
@@ -206,14 +207,16 @@ class Database:
 
     @staticmethod
     def engine(app: Flask | None = None) -> Engine:
-        return (app or current_app).extensions["parley.db"].kw["bind"]
+        return (app or this_app()).extensions["parley.db"].kw["bind"]
 
     @property
     def session(self) -> Session:
         """This request's session: one transaction until ``commit()``."""
-        if "db_session" not in g:
-            g.db_session = current_app.extensions["parley.db"]()
-        return g.db_session
+        state = this_g()
+        session = state.get("db_session")
+        if session is None:
+            session = state.db_session = this_app().extensions["parley.db"]()
+        return session
 
     @contextmanager
     def statements(self) -> Iterator[Session]:
@@ -227,7 +230,7 @@ class Database:
         ``commit()`` after a write all the same: on SQLite the block runs in the
         request's transaction.
         """
-        factory = current_app.extensions["parley.db.statements"]
+        factory = this_app().extensions["parley.db.statements"]
         if factory is None:
             yield self.session
             return
@@ -244,7 +247,7 @@ class Database:
         answer with the server's bare 500: a connection that died after the
         request's last query (a database restart) is dropped instead.
         """
-        session = g.pop("db_session", None)
+        session = this_g().pop("db_session", None)
         if session is not None:
             _close(session)
 

@@ -1,7 +1,9 @@
 """HTTP details that clients behind proxies rely on."""
 
-from flask import Flask, request
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+from api.context import this_request
 
 OVERRIDABLE = {"DELETE", "PUT", "PATCH"}
 
@@ -28,6 +30,6 @@ def init_http(app: Flask) -> None:
     @app.after_request
     def no_store(response):
         # Inbox answers change with every poll; no proxy may replay one.
-        if request.path != "/openapi.yaml":
+        if this_request().path != "/openapi.yaml":
             response.headers["Cache-Control"] = "no-store"
         return response

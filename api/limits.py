@@ -4,18 +4,20 @@ counts), else in process. A limit answers 429 with ``Retry-After`` and the
 ``X-RateLimit-*`` headers; if Redis fails, requests are let through rather than
 refused (a rate limit must not take the service down)."""
 
-from flask import Flask, current_app, g, request
+from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from api.auth import authenticate
+from api.context import this_app, this_g
 
 
 def _user_key() -> str:
     # Authenticates before the view does; @authenticated reuses g.auth.
-    if "auth" not in g:
-        g.auth = authenticate()
-    return f"user:{g.auth.user_id}"
+    state = this_g()
+    if "auth" not in state:
+        state.auth = authenticate()
+    return f"user:{state.auth.user_id}"
 
 
 def _username_key() -> str:
@@ -25,7 +27,7 @@ def _username_key() -> str:
 
 
 def _setting(name: str):
-    return lambda: current_app.config[name]
+    return lambda: this_app().config[name]
 
 
 LIMITED_VIEWS = {

@@ -4,10 +4,11 @@ import re
 from typing import Any, ClassVar
 
 from cachetools import LRUCache
-from flask import Flask, current_app, request
+from flask import Flask
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 from werkzeug.routing import IntegerConverter
 
+from api.context import this_app, this_request
 from api.errors import ApiError
 
 ID_MAX = 2**63 - 1  # BIGINT: larger ids cannot exist, so they are bad input, not 404
@@ -17,9 +18,10 @@ _PLAIN = (str, int, float, bool, type(None))  # immutable: shared safely between
 
 def load_json(schema: Schema) -> dict[str, Any]:
     """The request's JSON body, validated; 415, 400 or 422 otherwise."""
-    if request.mimetype != "application/json":
+    asked = this_request()
+    if asked.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
-    body = request.get_json(silent=True)
+    body = asked.get_json(silent=True)
     if body is None:
         raise ApiError(400, "malformed_json", "The body is not valid JSON.")
     return schema.load(body)
@@ -35,11 +37,12 @@ def load_query(schema: Schema) -> dict[str, Any]:
     (a copy of them cannot share anything with the next request). Validating
     one again was a tenth of the work of an empty poll.
     """
-    remembered = current_app.extensions["parley.queries"]
-    key = (schema, request.query_string)
+    remembered = this_app().extensions["parley.queries"]
+    asked = this_request()
+    key = (schema, asked.query_string)
     loaded = remembered.get(key)
     if loaded is None:
-        loaded = schema.load(request.args.to_dict(), unknown=EXCLUDE)
+        loaded = schema.load(asked.args.to_dict(), unknown=EXCLUDE)
         if all(isinstance(value, _PLAIN) for value in loaded.values()):
             remembered[key] = loaded
     return dict(loaded)

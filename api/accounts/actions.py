@@ -5,13 +5,13 @@ import logging
 import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import current_app
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.accounts.models import Device, User
 from api.auth import Auth, new_token, remember_token, revoke_cached_token
+from api.context import this_app
 from api.errors import ApiError
 from api.hub import coordinator
 from api.inbox.actions import remember_cursor
@@ -35,7 +35,7 @@ def init_password_hasher(app) -> None:
 
 
 def _hasher() -> PasswordHasher:
-    return current_app.extensions["parley.passwords"]
+    return this_app().extensions["parley.passwords"]
 
 
 def canonical_username(username: str) -> str:
@@ -94,7 +94,7 @@ def _remember_device(auth: Auth, cursor: int, head: int) -> None:
 
 
 def _password_matches(user: User | None, password: str) -> bool:
-    stored = user.password_hash if user else current_app.extensions["parley.dummy_hash"]
+    stored = user.password_hash if user else this_app().extensions["parley.dummy_hash"]
     try:
         _hasher().verify(stored, password)
     except (VerificationError, InvalidHashError):

@@ -5,13 +5,13 @@ Membership changes lock the conversation row first and the members' user rows
 uses, so the size limit holds under concurrent adds and nothing deadlocks.
 """
 
-from flask import current_app
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.accounts.actions import check_users_exist
 from api.accounts.models import User
+from api.context import this_app
 from api.conversations.models import DIRECT, GROUP, Conversation, Membership, direct_key
 from api.errors import ApiError
 from api.inbox.actions import do_append_entries, notify_inbox
@@ -78,7 +78,7 @@ def access_group(session: Session, conversation_id: int, user_id: int) -> Conver
 
 
 def check_group_size(size: int) -> None:
-    limit = current_app.config["GROUP_SIZE_LIMIT"]
+    limit = this_app().config["GROUP_SIZE_LIMIT"]
     if size > limit:
         raise ApiError(409, "group_full", f"A group has at most {limit} members.", {"limit": limit})
 

@@ -13,9 +13,10 @@ import os
 from dataclasses import dataclass
 
 import redis
-from flask import Flask, current_app
+from flask import Flask
 from redis.maint_notifications import MaintNotificationsConfig
 
+from api.context import this_app
 from api.db import db
 from api.hub.base import Hub, LocalHub
 from api.hub.hints import LocalHints, RedisHints
@@ -71,4 +72,4 @@ def init_coordinator(app: Flask) -> None:
 
 
 def coordinator() -> Coordinator:
-    return current_app.extensions["parley.hub"]
+    return this_app().extensions["parley.hub"]

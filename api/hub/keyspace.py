@@ -25,8 +25,10 @@ again.
 import hashlib
 import logging
 
-from flask import g, has_app_context
+from flask import has_app_context
 from sqlalchemy import Engine, event
+
+from api.context import this_g
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class KeySpace:
                 pass
         if not has_app_context():
             return self._prefix
-        return g.setdefault(REQUEST_KEY, self._prefix)
+        return this_g().setdefault(REQUEST_KEY, self._prefix)
 
     def _read_identity(self, dbapi_connection, record) -> None:
         with dbapi_connection.cursor() as cursor:
@@ -78,7 +80,7 @@ class KeySpace:
         self._prefix = record.info[CONNECTION_KEY] = prefix
 
     def _refuse_another_database(self, _dbapi_connection, record, _proxy) -> None:
-        used = g.get(REQUEST_KEY) if has_app_context() else None
+        used = this_g().get(REQUEST_KEY) if has_app_context() else None
         if used is not None and used != record.info[CONNECTION_KEY]:
             raise self._engine.dialect.loaded_dbapi.OperationalError(
                 "the database changed while this request ran; it may be tried again"

@@ -21,7 +21,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
 from sqlalchemy import (
     ColumnElement,
     Executable,
@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from api.accounts.models import Device, User
 from api.admission import stepping_aside
 from api.auth import Auth
+from api.context import this_app
 from api.conversations.models import Conversation, Membership
 from api.db import db, utcnow
 from api.gathering import BoundRows, Gatherer
@@ -315,7 +316,7 @@ def remember_cursor(auth: Auth, cursor: int, trip: Trip | None = None) -> None:
 def _remember_cursors(cursors: dict[int, int], trip: Trip | None = None) -> None:
     coordinator().hints.raise_to(
         {_cursor_key(device_id): cursor for device_id, cursor in cursors.items()},
-        current_app.config["CURSOR_CACHE_TTL_S"],
+        this_app().config["CURSOR_CACHE_TTL_S"],
         trip,
     )
 
@@ -381,7 +382,7 @@ def do_confirm(auth: Auth, seq: int, position: Position) -> int:
         return position.cursor
     if (position.head is None or position.head < seq) and position.read_head(auth.user_id) < seq:
         raise CursorOutOfRange(seq)
-    return current_app.extensions["parley.cursors"].ask(Confirm(auth.device_id, seq))
+    return this_app().extensions["parley.cursors"].ask(Confirm(auth.device_id, seq))
 
 
 def _read_if_new(auth: Auth, after: int, limit: int, position: Position) -> Batch:

@@ -7,8 +7,7 @@ only move forward, and they expire, so that a head left behind by a lost Redis
 write hides news for ``HEAD_CACHE_TTL_S`` at most.
 """
 
-from flask import current_app
-
+from api.context import this_app
 from api.hub import coordinator
 from api.hub.trip import Trip
 
@@ -22,6 +21,6 @@ def remember_heads(heads: dict[int, int], trip: Trip | None = None) -> None:
     lowered, and one that is already there lives for another ``HEAD_CACHE_TTL_S``."""
     coordinator().hints.raise_to(
         {head_key(user_id): head for user_id, head in heads.items()},
-        current_app.config["HEAD_CACHE_TTL_S"],
+        this_app().config["HEAD_CACHE_TTL_S"],
         trip,
     )

@@ -6,10 +6,11 @@ from functools import cache
 from itertools import groupby
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
 from sqlalchemy import Row, Select, bindparam, case, func, select
 
 from api.accounts.models import User
+from api.context import this_app
 from api.db import db
 from api.errors import ApiError
 from api.gathering import BoundRows, Gatherer
@@ -175,4 +176,4 @@ def init_reading(app: Flask) -> None:
 
 def read_inbox(user_id: int, after: int, limit: int) -> Batch:
     """One poll's read, in the statement of the polls that read with it."""
-    return current_app.extensions["parley.reads"].ask(Wanted(user_id, after, limit))
+    return this_app().extensions["parley.reads"].ask(Wanted(user_id, after, limit))

@@ -1,6 +1,6 @@
-from flask import current_app
 from marshmallow import Schema, fields, validate, validates
 
+from api.context import this_app
 from api.messages.schemas import MessageSchema
 from api.validation import ID_MAX, StrictInteger, check_limit
 
@@ -14,7 +14,7 @@ class PollQuerySchema(Schema):
 
     @validates("limit")
     def check_limit(self, value: int, data_key: str) -> None:
-        check_limit(value, current_app.config["INBOX_LIMIT_MAX"])
+        check_limit(value, this_app().config["INBOX_LIMIT_MAX"])
 
 
 class AckSchema(Schema):

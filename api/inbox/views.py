@@ -1,9 +1,10 @@
 from functools import partial
 
-from flask import Blueprint, current_app, g
+from flask import Blueprint, g
 from marshmallow import ValidationError
 
 from api.auth import authenticate, authenticated, claim_auth, current_auth
+from api.context import this_app
 from api.inbox import actions
 from api.inbox.answered import Answered, answered_early
 from api.inbox.schemas import ack_schema, batch_schema, poll_query_schema
@@ -44,7 +45,7 @@ def poll():
         if claim is not None:  # not confirmed yet: a logged-out token answers 401, not 422
             authenticate(auth.token_hash)
         raise
-    app = current_app._get_current_object()
+    app = this_app()
     config = app.config
     timeout = min(query["timeout"], config["LONG_POLL_CAP_S"])
     with actions.polling(auth, timeout) as start:

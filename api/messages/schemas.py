@@ -1,6 +1,6 @@
-from flask import current_app
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
+from api.context import this_app
 from api.validation import ID_MAX, check_limit, check_storable_text
 
 CLIENT_MSG_ID = [validate.Length(min=1, max=64), check_storable_text]
@@ -17,7 +17,7 @@ class MessageSchema(Schema):
 
     @validates("text")
     def check_text(self, value: str, data_key: str) -> None:
-        limit = current_app.config["MESSAGE_MAX_CHARS"]
+        limit = this_app().config["MESSAGE_MAX_CHARS"]
         # len() counts code points: an emoji is one character.
         if not 1 <= len(value) <= limit:
             raise ValidationError(f"Text is 1 to {limit} characters.")
@@ -35,7 +35,7 @@ class HistoryQuerySchema(Schema):
 
     @validates("limit")
     def check_limit(self, value: int, data_key: str) -> None:
-        check_limit(value, current_app.config["HISTORY_LIMIT_MAX"])
+        check_limit(value, this_app().config["HISTORY_LIMIT_MAX"])
 
 
 class HistoryPageSchema(Schema):

@@ -1,8 +1,9 @@
-from flask import Blueprint, current_app, request
+from flask import Blueprint
 from marshmallow import ValidationError
 
 from api.admission import goes_ahead
 from api.auth import authenticated, claimed, confirm_claim, current_auth
+from api.context import this_app, this_request
 from api.conversations.actions import access_conversation
 from api.db import db
 from api.messages import actions
@@ -21,11 +22,10 @@ bp = Blueprint("messages", __name__, url_prefix="/v1/conversations/<id:conversat
 def _client_msg_id(body: dict) -> str | None:
     """The idempotency key, from the body or the ``Idempotency-Key`` header (same if both)."""
     in_body = body.get("client_msg_id")
-    if "Idempotency-Key" not in request.headers:
+    headers = this_request().headers
+    if "Idempotency-Key" not in headers:
         return in_body
-    header = idempotency_key_schema.load({"Idempotency-Key": request.headers["Idempotency-Key"]})[
-        "key"
-    ]
+    header = idempotency_key_schema.load({"Idempotency-Key": headers["Idempotency-Key"]})["key"]
     if in_body not in (None, header):
         raise ValidationError({"client_msg_id": ["Differs from the Idempotency-Key header."]})
     return header
@@ -55,7 +55,7 @@ def send_message(conversation_id: int):
 def history(conversation_id: int):
     """A page of the conversation's history, oldest first."""
     query = load_query(history_query_schema)
-    limit = query.get("limit", current_app.config["HISTORY_LIMIT_DEFAULT"])
+    limit = query.get("limit", this_app().config["HISTORY_LIMIT_DEFAULT"])
     with db.statements() as session:
         access_conversation(session, conversation_id, current_auth().user_id)
         messages, has_more = actions.list_messages(

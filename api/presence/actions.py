@@ -7,12 +7,13 @@ from functools import partial
 from typing import Any
 
 import redis
-from flask import Flask, current_app
+from flask import Flask
 from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
 from api.accounts.models import User
 from api.auth import Auth, TokenClaim
+from api.context import this_app
 from api.conversations.models import DIRECT, Conversation, Membership
 from api.db import db
 from api.hub import Coordinator, coordinator
@@ -40,12 +41,12 @@ def init_presence(app: Flask, coordinator: Coordinator) -> None:
 
 
 def _store() -> LocalPresenceStore | RedisPresenceStore:
-    return current_app.extensions["parley.presence"]
+    return this_app().extensions["parley.presence"]
 
 
 def now() -> float:
     """Seconds since the epoch, from the app's clock (tests move it by hand)."""
-    return current_app.extensions["parley.clock"]()
+    return this_app().extensions["parley.clock"]()
 
 
 def note_poll(
@@ -64,7 +65,7 @@ def note_poll(
     trip is sent (else at once); with a ``claim`` too, the note is made only if
     the token is still the device's, and being made confirms the claim."""
     moment = now()
-    deadline = moment + holds_for + current_app.config["PRESENCE_WINDOW_S"]
+    deadline = moment + holds_for + this_app().config["PRESENCE_WINDOW_S"]
     touch = (auth.user_id, auth.device_id, deadline, moment)
     guard = (claim.key, claim.value) if claim else None
     then = partial(_noted, auth, claim)
@@ -123,7 +124,7 @@ _CONTACTS = _contacts_query()
 def contact_ids(session: Session, user_id: int) -> list[int]:
     """Who hears of this user's presence: direct chat partners, and members of
     groups small enough for it (a big group would multiply every change)."""
-    group_max = current_app.config["PRESENCE_GROUP_MAX"]
+    group_max = this_app().config["PRESENCE_GROUP_MAX"]
     return sorted(session.scalars(_CONTACTS, {"user_id": user_id, "group_max": group_max}))
 
 

@@ -1,6 +1,6 @@
-from flask import current_app
 from marshmallow import Schema, ValidationError, fields, validates
 
+from api.context import this_app
 from api.validation import IdList
 
 
@@ -20,7 +20,7 @@ class PresenceQuerySchema(Schema):
 
     @validates("user_ids")
     def check_count(self, value: list[int], data_key: str) -> None:
-        limit = current_app.config["PRESENCE_QUERY_MAX"]
+        limit = this_app().config["PRESENCE_QUERY_MAX"]
         if len(value) > limit:
             raise ValidationError(f"At most {limit} ids.")
 
