@@ -107,7 +107,10 @@ class ScaledServer:
     """gunicorn + PostgreSQL (database ``parley_bench``, recreated) + Redis (own prefix)."""
 
     workers: int = 2
-    port: int = field(default_factory=free_port)
+    # 0: a free one, found as it starts. Found earlier (the server for the empty
+    # polls was made when the run began), the port could be some client
+    # connection's by then: they come from the same range.
+    port: int = 0
     database: str = DATABASE
     redis_prefix: str = field(default_factory=lambda: f"parley-bench-{uuid.uuid4().hex[:10]}:")
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -154,6 +157,7 @@ class ScaledServer:
     def start(self) -> None:
         self.recreate_database()
         root = repo_root()
+        self.port = self.port or free_port()
         env = self.env()
         subprocess.run(
             [str(root / ".venv/bin/alembic"), "upgrade", "head"],
