@@ -121,12 +121,17 @@ def _begin_explicitly(engine: Engine) -> None:
     Most statements run outside transactions (``Database.statements``): a
     connection switched into autocommit mode when checked out and back when
     checked in made SQLAlchemy and psycopg reset it twice each time, 6 % of
-    the CPU of a poll's read. Connections with ``ONE_BY_ONE`` set begin nothing.
+    the CPU of a poll's read. Connections with ``ONE_BY_ONE`` set begin nothing,
+    and neither do those given an isolation level of their own: SQLAlchemy and
+    psycopg then set the connection up as asked (alembic's autocommit blocks for
+    statements that cannot run in a transaction; a SERIALIZABLE transaction,
+    which psycopg begins itself).
     """
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
-        if not connection.get_execution_options().get(ONE_BY_ONE):
+        options = connection.get_execution_options()
+        if not (options.get(ONE_BY_ONE) or "isolation_level" in options):
             connection.exec_driver_sql("BEGIN")
 
 
