@@ -1,10 +1,11 @@
 """What a request does not do again: checks whose answers cannot change."""
 
 import flask.app
+import flask_limiter
 
 from api.inbox.schemas import poll_query_schema
 from api.validation import load_query
-from tests.factories import poll, sign_up
+from tests.factories import open_direct, poll, send, sign_up
 
 
 def test_flask_asks_once_whether_each_hook_and_view_is_a_coroutine(client, monkeypatch):
@@ -35,3 +36,24 @@ def test_a_repeated_query_string_is_validated_once(app, monkeypatch):
     loads[0]["after"] = 99
     assert loads[1:] == [{"after": 3, "timeout": 0.0}, {"after": 4, "timeout": 0.0}]
     assert len(validated) == 2
+
+
+def test_only_the_limited_views_look_for_rate_limits(make_app, monkeypatch):
+    """Polls have no rate limit, and no longer look for one on every request;
+    a send still checks its own."""
+    client = make_app(RATE_LIMITS_ENABLED=True).test_client()
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    chat = open_direct(client, ann, ben)
+    looked = []
+    real = flask_limiter.Limiter._check_request_limit
+    monkeypatch.setattr(
+        flask_limiter.Limiter,
+        "_check_request_limit",
+        lambda limiter, name=None, in_middleware=True: (
+            looked.append(in_middleware) or real(limiter, name, in_middleware)
+        ),
+    )
+    poll(client, ben)
+    assert looked == []
+    assert send(client, ann, chat, "hi").status_code == 201
+    assert looked == [False]  # its decorator's check, not the before-request hook's
