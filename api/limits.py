@@ -4,12 +4,12 @@ counts), else in process. A limit answers 429 with ``Retry-After`` and the
 ``X-RateLimit-*`` headers; if Redis fails, requests are let through rather than
 refused (a rate limit must not take the service down)."""
 
-from flask import Flask, request
+from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from api.auth import authenticate
-from api.context import this_app, this_g
+from api.context import this_app, this_g, this_request
 
 
 def _user_key() -> str:
@@ -21,7 +21,7 @@ def _user_key() -> str:
 
 
 def _username_key() -> str:
-    body = request.get_json(silent=True)
+    body = this_request().get_json(silent=True)
     username = body.get("username") if isinstance(body, dict) else None
     return f"username:{username.lower()}" if isinstance(username, str) else get_remote_address()
 
