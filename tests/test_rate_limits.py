@@ -39,3 +39,15 @@ def test_sign_ups_are_limited_per_address(make_app):
     sign_up(client, "ben")
     third = client.post("/v1/users", json={"username": "cat", "password": PASSWORD})
     assert third.status_code == 429
+
+
+def test_unlimited_views_carry_no_rate_limit_headers(make_app, pair):
+    """Not even right after a limited request, nor after one refused."""
+    client = make_app(RATE_LIMITS_ENABLED=True, RATE_LIMIT_SEND="1 per minute").test_client()
+    ann, _ben, cid = pair
+    assert send(client, ann, cid, "m0").status_code == 201
+    assert send(client, ann, cid, "m1").status_code == 429
+    polled = client.get("/v1/inbox", headers=ann.auth)
+    assert polled.status_code == 200
+    assert "X-RateLimit-Limit" not in polled.headers
+    assert "X-RateLimit-Remaining" not in polled.headers
