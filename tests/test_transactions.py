@@ -24,10 +24,9 @@ def test_a_transaction_is_open_until_it_commits(make_app):
         assert status(conn) == TransactionStatus.IDLE
 
 
-def test_a_failed_transaction_leaves_nothing(make_app):
+def test_a_rolled_back_transaction_leaves_nothing(make_app):
     app = make_app()
-    engine = db.engine(app)
-    with engine.connect() as conn:
+    with db.engine(app).connect() as conn:
         conn.execute(text("CREATE TEMPORARY TABLE kept (n int)"))
         conn.commit()
         conn.execute(text("INSERT INTO kept VALUES (1)"))
