@@ -246,3 +246,17 @@ def test_a_bad_idempotency_key_header_is_named(client, pair):
     )
     assert "Idempotency-Key" in assert_error(response, 422)["details"]
     assert_nothing_written(client, ann, ben, cid)
+
+
+def test_an_unknown_field_named_by_a_lone_surrogate_is_named_back(client, pair):
+    """The error names the field it refuses; UTF-8 cannot carry the name, so it
+    comes back escaped, in valid JSON."""
+    ann, ben, cid = pair
+    response = client.post(
+        f"/v1/conversations/{cid}/messages",
+        data='{"text": "hi", "odd \\ud800": 1}',
+        headers={**ann.auth, "Content-Type": "application/json"},
+    )
+    assert "odd \ud800" in assert_error(response, 422, "invalid_input")["details"]
+    assert b"odd \\ud800" in response.data
+    assert_nothing_written(client, ann, ben, cid)
