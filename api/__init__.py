@@ -9,30 +9,12 @@ create_app()
   └── blueprints  accounts, conversations, messages, inbox, presence, ops, web
 """
 
-from functools import lru_cache
 from typing import Any
 
 from flask import Flask
 
 from api.config import load_config
-from api.json_io import OrjsonProvider
-
-
-class ParleyFlask(Flask):
-    """Flask, answering JSON through orjson (``api.json_io``), and asking once per
-    function whether it is a coroutine function.
-
-    Flask asks it of every hook and view on every request (to run those in an
-    event loop); the answer never changes, and asking it was 1.5 % of the work
-    of an empty poll. Remembered for the most recent functions only: Flask also
-    passes callbacks made for one request.
-    """
-
-    json_provider_class = OrjsonProvider
-
-    def __init__(self, import_name: str) -> None:
-        super().__init__(import_name)
-        self.ensure_sync = lru_cache(maxsize=64)(super().ensure_sync)
+from api.parley_flask import ParleyFlask
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:

@@ -57,3 +57,22 @@ def test_only_the_limited_views_look_for_rate_limits(make_app, monkeypatch):
     assert looked == []
     assert send(client, ann, chat, "hi").status_code == 201
     assert looked == [False]  # its decorator's check, not the before-request hook's
+
+
+def test_each_request_is_bound_to_the_host_and_path_it_named(client, monkeypatch):
+    """The server part of the URL binding is remembered per host: a redirect still
+    names the host each request asked for, and a host no longer remembered (all
+    are forgotten past a bound) is worked out again."""
+    monkeypatch.setattr("api.parley_flask.SERVERS_REMEMBERED", 2)
+    hosts = ["a.example", "b.example:8080", "a.example", "c.example", "d.example", "b.example:8080"]
+    for host in hosts:
+        response = client.get("/docs", headers={"Host": host})
+        assert (response.status_code, response.headers["Location"]) == (
+            308,
+            f"http://{host}/docs/",
+        )
+        assert client.get("/healthz", headers={"Host": host}).get_json() == {"status": "ok"}
+    assert client.get("/nowhere", headers={"Host": "a.example"}).status_code == 404
+    assert client.delete("/healthz", headers={"Host": "a.example"}).status_code == 405
+    https = client.get("/docs?x=1", headers={"Host": "a.example"}, base_url="https://a.example")
+    assert https.headers["Location"] == "https://a.example/docs/?x=1"
