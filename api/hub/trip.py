@@ -18,6 +18,7 @@ by its digest, so the source costs bytes, not compiling.
 from collections.abc import Callable
 from typing import Any
 
+import hiredis
 import redis
 from redis.client import Pipeline
 from redis.commands.core import Script
@@ -102,7 +103,7 @@ class Trip:
 
 
 def _round_trip(pipe: Pipeline, connection: AbstractConnection, commands: list) -> list[Any]:
-    connection.send_packed_command(connection.pack_commands([args for args, _ in commands]))
+    connection.send_packed_command([b"".join([_packed(args) for args, _ in commands])])
     replies: list[Any] = []
     for args, options in commands:
         try:
@@ -110,3 +111,15 @@ def _round_trip(pipe: Pipeline, connection: AbstractConnection, commands: list) 
         except redis.ResponseError as exc:  # this command's error; read the rest
             replies.append(exc)
     return replies
+
+
+def _packed(args: tuple) -> bytes:
+    """A command in Redis's protocol, packed by hiredis. redis-py packs with hiredis
+    too, through Python that converts buffers and lays the pieces out in chunks:
+    33,000 instructions for a poll's EVAL, against 2,000. The commands come from
+    redis-py's own methods (text, bytes and numbers); a name of two words
+    (``CLIENT SETNAME``) goes as two arguments, as redis-py sends it."""
+    name = args[0]
+    if " " in name:
+        args = (*name.split(), *args[1:])
+    return hiredis.pack_command(args)
