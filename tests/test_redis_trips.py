@@ -3,7 +3,7 @@ its own handler."""
 
 import redis
 
-from api.hub.trip import Trip
+from api.hub.trip import Trip, queue_script
 from tests.factories import scaled_only
 
 
@@ -21,6 +21,8 @@ def test_each_command_of_a_trip_gets_its_own_reply_or_error(app):
     trip.add(lambda pipe: pipe.incr(key), *expect("incr"))  # not a number: an error reply
     trip.add(lambda pipe: pipe.client_getname(), *expect("getname"))
     trip.add(lambda pipe: pipe.mget([key, f"{key}-absent"]), *expect("mget"))
+    echo = client.register_script("return {ARGV[1], ARGV[2]}")
+    trip.add(lambda pipe: queue_script(pipe, echo, [key], [2.5, 7]), *expect("script"))
     trip.send()
 
     assert got["set"] is True
@@ -29,4 +31,18 @@ def test_each_command_of_a_trip_gets_its_own_reply_or_error(app):
         "parley-"
     )  # a command of two words (processes name their connections)
     assert got["mget"] == ["ünïcode".encode(), None]
+    assert got["script"] == [b"2.5", b"7"]
     client.delete(key)
+
+
+@scaled_only
+def test_a_command_redis_cannot_take_fails_its_trip_to_the_fallbacks(app):
+    """An argument that cannot be sent fails every command of the trip, each to its
+    handler's fallback, as a Redis that cannot be reached would: not the request."""
+    client = app.extensions["parley.hub"].client
+    errors = []
+    trip = Trip(client)
+    trip.add(lambda pipe: pipe.get("whatever"), lambda _reply: None, errors.append)
+    trip.add(lambda pipe: pipe.execute_command("SET", "k", None), lambda _r: None, errors.append)
+    trip.send()
+    assert [type(error) for error in errors] == [redis.DataError, redis.DataError]

@@ -116,10 +116,14 @@ def _round_trip(pipe: Pipeline, connection: AbstractConnection, commands: list) 
 def _packed(args: tuple) -> bytes:
     """A command in Redis's protocol, packed by hiredis. redis-py packs with hiredis
     too, through Python that converts buffers and lays the pieces out in chunks:
-    33,000 instructions for a poll's EVAL, against 2,000. The commands come from
-    redis-py's own methods (text, bytes and numbers); a name of two words
-    (``CLIENT SETNAME``) goes as two arguments, as redis-py sends it."""
-    name = args[0]
-    if " " in name:
-        args = (*name.split(), *args[1:])
-    return hiredis.pack_command(args)
+    33,000 instructions for a poll's EVAL, against 2,000. As redis-py's: a name of
+    two words (``CLIENT GETNAME``) goes as two arguments, and an argument Redis
+    cannot take is a DataError (every command of the trip then fails, each to its
+    handler's fallback)."""
+    name, *rest = args
+    if isinstance(name, str) and " " in name:
+        args = (*name.split(), *rest)
+    try:
+        return hiredis.pack_command(args)
+    except TypeError as exc:
+        raise redis.DataError(str(exc)) from exc
