@@ -40,8 +40,17 @@ class ParleyFlask(Flask):
         same one. Flask works the host out of the environment twice per request,
         and werkzeug encodes it to IDNA in Python: 54,000 instructions of an
         empty poll's 1.24 million. The host is validated (and refused) as Flask
-        does the first time; only what passed is remembered."""
-        if request is None:
+        does the first time; only what passed is remembered. With any of the
+        settings that change how Flask binds (``SERVER_NAME``, ``TRUSTED_HOSTS``,
+        host or subdomain matching: Parley sets none), Flask binds every request."""
+        config = self.config
+        if (
+            request is None
+            or config["SERVER_NAME"] is not None
+            or config["TRUSTED_HOSTS"] is not None
+            or self.url_map.host_matching
+            or self.subdomain_matching
+        ):
             return super().create_url_adapter(request)
         environ = request.environ
         key = (

@@ -1,5 +1,6 @@
 """What a request does not do again: checks whose answers cannot change."""
 
+import flask
 import flask.app
 import flask_limiter
 
@@ -61,9 +62,16 @@ def test_only_the_limited_views_look_for_rate_limits(make_app, monkeypatch):
 
 def test_each_request_is_bound_to_the_host_and_path_it_named(client, monkeypatch):
     """The server part of the URL binding is remembered per host: a redirect still
-    names the host each request asked for, and a host no longer remembered (all
-    are forgotten past a bound) is worked out again."""
+    names the host each request asked for, and Flask binds only the requests whose
+    host is not remembered (all are forgotten past a bound)."""
     monkeypatch.setattr("api.parley_flask.SERVERS_REMEMBERED", 2)
+    bound_by_flask = []
+    real = flask.Flask.create_url_adapter
+    monkeypatch.setattr(
+        flask.Flask,
+        "create_url_adapter",
+        lambda app, request: bound_by_flask.append(request) or real(app, request),
+    )
     hosts = ["a.example", "b.example:8080", "a.example", "c.example", "d.example", "b.example:8080"]
     for host in hosts:
         response = client.get("/docs", headers={"Host": host})
@@ -72,7 +80,17 @@ def test_each_request_is_bound_to_the_host_and_path_it_named(client, monkeypatch
             f"http://{host}/docs/",
         )
         assert client.get("/healthz", headers={"Host": host}).get_json() == {"status": "ok"}
+    # a, b, then c and d and b again once the two remembered were forgotten
+    assert len([r for r in bound_by_flask if r is not None]) == 5
     assert client.get("/nowhere", headers={"Host": "a.example"}).status_code == 404
     assert client.delete("/healthz", headers={"Host": "a.example"}).status_code == 405
     https = client.get("/docs?x=1", headers={"Host": "a.example"}, base_url="https://a.example")
     assert https.headers["Location"] == "https://a.example/docs/?x=1"
+
+
+def test_trusted_hosts_set_after_requests_are_enforced(app, client):
+    # A page: the contract leaves its statuses open (the API's have none for this).
+    assert client.get("/docs/", headers={"Host": "elsewhere.example"}).status_code == 200
+    app.config["TRUSTED_HOSTS"] = ["parley.example"]
+    assert client.get("/docs/", headers={"Host": "elsewhere.example"}).status_code == 400
+    assert client.get("/docs/", headers={"Host": "parley.example"}).status_code == 200
