@@ -16,8 +16,9 @@ import orjson
 from flask import Response
 from flask.json.provider import DefaultJSONProvider
 
-# Keys in the order given; ints as keys (marshmallow's errors for list items).
-_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+# Keys in the order given; ints as keys (marshmallow's errors for list items);
+# dates as Flask writes them (its ``default``), not orjson's ISO 8601.
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
 class OrjsonProvider(DefaultJSONProvider):
