@@ -34,14 +34,14 @@ class OrjsonProvider(DefaultJSONProvider):
         return self.encode(obj).decode()
 
     def encode(self, obj: Any) -> bytes:
-        """``obj`` as JSON in UTF-8. A text that UTF-8 cannot carry (a lone surrogate,
+        """``obj`` as JSON in UTF-8. What orjson refuses goes through the standard
+        library, escaped to ASCII: a text that UTF-8 cannot carry (a lone surrogate,
         which a request may send as ``\\ud800`` in a field's name, and an error
-        names the field) goes escaped, as valid JSON, rather than failing the answer."""
+        names the field) then comes out as valid JSON, and an integer past 64 bits
+        as it did under Flask."""
         try:
             return orjson.dumps(obj, default=self.default, option=_ORJSON_OPTIONS)
-        except TypeError as exc:
-            if "surrogates not allowed" not in str(exc):
-                raise
+        except TypeError:
             return json.dumps(obj, default=self.default, separators=(",", ":")).encode()
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
