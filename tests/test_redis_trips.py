@@ -27,9 +27,8 @@ def test_each_command_of_a_trip_gets_its_own_reply_or_error(app):
 
     assert got["set"] is True
     assert isinstance(got["incr"], redis.ResponseError)
-    assert got["getname"].startswith(
-        "parley-"
-    )  # a command of two words (processes name their connections)
+    # A command of two words (each process names its connections).
+    assert got["getname"].startswith("parley-")
     assert got["mget"] == ["ünïcode".encode(), None]
     assert got["script"] == [b"2.5", b"7"]
     client.delete(key)
