@@ -1,7 +1,8 @@
 """What every hub does: hold this process's waiters and wake them after commits."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from api.hub.trip import Trip
 from api.hub.waiters import Waiter, WaiterRegistry
@@ -32,9 +33,17 @@ class Hub:
         finally:
             self.waiters.discard(waiter)
 
-    def notify_users(self, user_ids: Iterable[int], except_device: int | None, trip: Trip) -> None:
-        """Wake every waiter of these users, in every process, but ``except_device``'s
-        (other processes once ``trip`` is sent). Call after commit."""
+    def notify_users(
+        self,
+        heads: Mapping[int, int],
+        except_device: int | None,
+        trip: Trip,
+        entry: dict[str, Any] | None = None,
+    ) -> None:
+        """Wake every waiter of these users (``{user_id: head}``), in every process,
+        but ``except_device``'s (other processes once ``trip`` is sent). Call after
+        commit. ``entry``: the one entry the heads are, as a poll answers it but its
+        ``seq``, for the woken polls to answer without reading it back."""
         raise NotImplementedError
 
     def _announce_poll(self, waiter: Waiter, trip: Trip, holds_for: float) -> None:
@@ -55,5 +64,14 @@ class Hub:
 class LocalHub(Hub):
     """The embedded mode's hub: every waiter lives in this one process."""
 
-    def notify_users(self, user_ids: Iterable[int], except_device: int | None, trip: Trip) -> None:
-        self.waiters.wake_users(user_ids, except_device)
+    def notify_users(
+        self,
+        heads: Mapping[int, int],
+        except_device: int | None,
+        trip: Trip,
+        entry: dict[str, Any] | None = None,
+    ) -> None:
+        if entry is None:
+            self.waiters.wake_users(heads, except_device)
+        else:
+            self.waiters.deliver(heads, entry, except_device)

@@ -11,6 +11,10 @@ Channel messages are short strings:
     u:<user_id>,<user_id>,…        new inbox entries for these users
     s:<device_id>:<user_id>,…      the same, made by this device (a send): its
                                    own polls are not woken
+    e:<device_id>:<user_id>.<seq>,…:<entry>
+                                   one new entry (JSON), the seq-th of each
+                                   user's inbox; its polls answer with it rather
+                                   than read it back (device_id may be empty)
     d:<device_id>:<started_at>     a poll of this device began at started_at;
                                    end its older polls
 
@@ -27,7 +31,10 @@ import contextlib
 import logging
 import random
 import threading
+from collections.abc import Mapping
+from typing import Any
 
+import orjson
 import redis
 
 from api.hub.base import Hub
@@ -73,11 +80,22 @@ class RedisHub(Hub):
         self._start_lock = threading.Lock()
         self._listener: threading.Thread | None = None
 
-    def notify_users(self, user_ids, except_device: int | None, trip: Trip) -> None:
-        ids = ",".join(str(uid) for uid in sorted(set(user_ids)))
-        if ids:
-            payload = f"u:{ids}" if except_device is None else f"s:{except_device}:{ids}"
-            self._publish(trip, payload)
+    def notify_users(
+        self,
+        heads: Mapping[int, int],
+        except_device: int | None,
+        trip: Trip,
+        entry: dict[str, Any] | None = None,
+    ) -> None:
+        if not heads:
+            return
+        if entry is not None:
+            seqs = ",".join(f"{uid}.{seq}" for uid, seq in heads.items())
+            device = "" if except_device is None else except_device
+            self._publish(trip, f"e:{device}:{seqs}:".encode() + orjson.dumps(entry))
+            return
+        ids = ",".join(str(uid) for uid in sorted(heads))
+        self._publish(trip, f"u:{ids}" if except_device is None else f"s:{except_device}:{ids}")
 
     def _announce_poll(self, waiter: Waiter, trip: Trip, holds_for: float) -> None:
         if self.closing:
@@ -104,7 +122,7 @@ class RedisHub(Hub):
     def _held_key(self, waiter: Waiter) -> str:
         return f"{self._keys.prefix}held:{waiter.device_id}"
 
-    def _publish(self, trip: Trip, payload: str) -> None:
+    def _publish(self, trip: Trip, payload: str | bytes) -> None:
         trip.add(lambda pipe: pipe.publish(self._channel, payload), ignore_reply, _not_published)
 
     def _ensure_listener(self) -> None:
@@ -129,7 +147,7 @@ class RedisHub(Hub):
                 while not self._closing.is_set():
                     message = pubsub.get_message(timeout=READ_TIMEOUT_S)
                     if message is not None:
-                        self._dispatch(message["data"])
+                        self._dispatch_readable(message["data"])
             except (redis.RedisError, OSError) as exc:
                 log.warning("wake-up listener lost Redis, reconnecting: %s", exc)
             finally:
@@ -138,7 +156,18 @@ class RedisHub(Hub):
             self._closing.wait(pause * (0.5 + random.random()))
             pause = min(pause * 2, RECONNECT_BACKOFF_S[1])
 
+    def _dispatch_readable(self, data: bytes) -> None:
+        """Dispatch a message, unless it cannot be read: ignored (its waiters run out
+        their time), it must not end the listener."""
+        try:
+            self._dispatch(data)
+        except ValueError:
+            log.warning("unreadable wake-up ignored: %r", data[:80])
+
     def _dispatch(self, data: bytes) -> None:
+        if data.startswith(b"e:"):
+            self._deliver(data[2:])
+            return
         kind, _, rest = data.decode().partition(":")
         if kind == "u":
             self.waiters.wake_users(int(uid) for uid in rest.split(","))
@@ -148,6 +177,14 @@ class RedisHub(Hub):
         elif kind == "d":
             device_id, _, started_at = rest.partition(":")
             self.waiters.supersede(int(device_id), float(started_at))
+
+    def _deliver(self, rest: bytes) -> None:
+        """An ``e:`` message: its entry is decoded only if a user has a waiter here."""
+        device, _, rest = rest.partition(b":")
+        seqs, _, entry = rest.partition(b":")
+        heads = dict(map(int, pair.split(b".")) for pair in seqs.split(b","))
+        if self.waiters.has_any(heads):
+            self.waiters.deliver(heads, orjson.loads(entry), int(device) if device else None)
 
     def close(self) -> None:
         super().close()

@@ -3,7 +3,18 @@
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Carried:
+    """An inbox entry that came with a wake-up: its place in the woken user's
+    inbox, and the entry as a poll answers it, but its ``seq``."""
+
+    seq: int
+    entry: dict[str, Any]
 
 
 class Waiter:
@@ -22,9 +33,17 @@ class Waiter:
         self.ended = False
         self.asleep = False  # blocked in wait(): registered and past its re-check
         self._event = threading.Event()
+        self._carried: list[Carried] = []
 
-    def wake(self) -> None:
+    def wake(self, carried: Carried | None = None) -> None:
+        if carried is not None:
+            self._carried.append(carried)
         self._event.set()
+
+    def take_carried(self) -> list[Carried]:
+        """The entries its wake-ups carried since it last took them."""
+        taken, self._carried = self._carried, []
+        return taken
 
     def arm(self) -> None:
         """Forget past wake-ups; call before re-checking the inbox, never after."""
@@ -49,6 +68,10 @@ class WaiterRegistry:
     def asleep(self) -> int:
         """How many waiters are blocked waiting (not registering or re-checking)."""
         return sum(waiter.asleep for waiter in self._all())
+
+    def has_any(self, user_ids: Iterable[int]) -> bool:
+        """Whether any of these users has a waiter here."""
+        return any(uid in self._by_user for uid in user_ids)
 
     def add(self, waiter: Waiter) -> None:
         with self._lock:
@@ -76,6 +99,17 @@ class WaiterRegistry:
         for waiter in waiters:
             if waiter.device_id != except_device:
                 waiter.wake()
+
+    def deliver(
+        self, heads: Mapping[int, int], entry: dict[str, Any], except_device: int | None = None
+    ) -> None:
+        """Wake the waiters of these users (but ``except_device``'s) with ``entry``,
+        which is ``heads[user_id]`` in each user's inbox."""
+        with self._lock:
+            waiters = [w for uid in heads for w in self._by_user.get(uid, ())]
+        for waiter in waiters:
+            if waiter.device_id != except_device:
+                waiter.wake(Carried(heads[waiter.user_id], entry))
 
     def wake_all(self) -> None:
         """Wake everyone to re-check: used when wake-ups may have been missed."""

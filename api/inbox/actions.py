@@ -50,7 +50,7 @@ from api.hub.trip import Trip
 from api.hub.waiters import Waiter
 from api.inbox.heads import head_key, remember_heads
 from api.inbox.models import InboxEntry
-from api.inbox.reading import Batch, read_inbox
+from api.inbox.reading import Batch, carried_batch, read_inbox
 from api.messages.models import Message
 from api.metrics import WAKE_UP_SECONDS
 
@@ -245,15 +245,19 @@ def heads_of(entries: Iterable[Row]) -> dict[int, int]:
     return {entry.user_id: entry.seq for entry in entries}
 
 
-def notify_inbox(heads: dict[int, int], by_device: int | None = None) -> None:
+def notify_inbox(
+    heads: dict[int, int], by_device: int | None = None, entry: dict[str, Any] | None = None
+) -> None:
     """After commit: raise the cached heads, then wake the waiters, in one round
     trip (Redis runs it in that order, so a poll that starts meanwhile and misses
     the wake-up finds the new head). The polls of ``by_device``, which made the
-    entries, are not woken: they get them with their next answer."""
+    entries, are not woken: they get them with their next answer. ``entry``
+    (``api.inbox.reading.carried_entry``): the one entry each head is, carried
+    by the wake-up."""
     coordinating = coordinator()
     trip = coordinating.trip()
     remember_heads(heads, trip)
-    coordinating.hub.notify_users(heads, by_device, trip)
+    coordinating.hub.notify_users(heads, by_device, trip, entry)
     trip.send()
 
 
@@ -461,10 +465,13 @@ def poll_inbox(start: PollStart, after: int, limit: int) -> Batch:
             if waiter.ended or not (woken or read_at):
                 return Batch(cursor=after)
             waiter.arm()  # before the re-read, never after
-            # Straight to the database: a wake-up means news, and the closing read
-            # is what makes a lost wake-up or a stale cached head cost one timeout at most.
-            batch = read_inbox(auth.user_id, after, limit)
-            db.release()  # SQLite reads in the request's transaction: not held while queued
+            # What the wake-ups carried, if it is the next entry; else straight to
+            # the database: a wake-up means news, and the closing read is what makes
+            # a lost wake-up or a stale cached head cost one timeout at most.
+            batch = carried_batch(waiter.take_carried(), after, limit)
+            if batch is None:
+                batch = read_inbox(auth.user_id, after, limit)
+                db.release()  # SQLite reads in the request's transaction: not held while queued
             if batch.entries:
                 if woken:
                     _observe_wake_up(batch)

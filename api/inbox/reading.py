@@ -2,6 +2,7 @@
 (see ``api.gathering``)."""
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from itertools import groupby
 from typing import Any
@@ -14,8 +15,9 @@ from api.context import this_app
 from api.db import db
 from api.errors import ApiError
 from api.gathering import BoundRows, Gatherer
+from api.hub.waiters import Carried
 from api.inbox.heads import remember_heads
-from api.inbox.models import InboxEntry
+from api.inbox.models import MESSAGE, InboxEntry
 from api.messages.models import Message
 
 users_table = User.__table__
@@ -38,6 +40,10 @@ class Wanted:
     after: int
     limit: int
 
+
+# Every process hears every wake-up: a longer text goes only to the polls that
+# read it, from the database.
+CARRIED_TEXT_MAX = 4096
 
 _WANTED = BoundRows("wanted", ("user_id", "after", "most"))
 _text_length = func.coalesce(func.length(messages_table.c.text), 0)
@@ -152,21 +158,96 @@ def _entry_view(entry: Row) -> dict[str, Any]:
         "type": entry.type,
         "conversation_id": entry.conversation_id,
         "created_at": entry.created_at,
-        "message": _message_view(entry) if entry.message_id else None,
+        "message": _message_view(
+            entry.message_id,
+            entry.conversation_id,
+            entry.sender_id,
+            entry.message_seq,
+            entry.text,
+            entry.client_msg_id,
+            entry.message_created_at,
+        )
+        if entry.message_id
+        else None,
         **(entry.payload or {}),
     }
 
 
-def _message_view(entry: Row) -> dict[str, Any]:
+def _message_view(
+    message_id: int,
+    conversation_id: int,
+    sender_id: int,
+    seq: int,
+    text: str | None,
+    client_msg_id: str | None,
+    created_at: Any,
+) -> dict[str, Any]:
     return {
-        "id": entry.message_id,
-        "conversation_id": entry.conversation_id,
-        "sender_id": entry.sender_id,
-        "seq": entry.message_seq,
-        "text": entry.text,
-        "client_msg_id": entry.client_msg_id,
-        "created_at": entry.message_created_at,
+        "id": message_id,
+        "conversation_id": conversation_id,
+        "sender_id": sender_id,
+        "seq": seq,
+        "text": text,
+        "client_msg_id": client_msg_id,
+        "created_at": created_at,
     }
+
+
+def carried_entry(message: Message) -> dict[str, Any] | None:
+    """A new message's inbox entry as its wake-up carries it to the polls it wakes
+    (``carried_batch``): JSON, so dates in ISO 8601, and no ``seq`` (each inbox has
+    its own). None for a text longer than ``CARRIED_TEXT_MAX``: its polls read it."""
+    if len(message.text) > CARRIED_TEXT_MAX:
+        return None
+    created_at = message.created_at.isoformat()
+    return {
+        "type": MESSAGE,
+        "conversation_id": message.conversation_id,
+        "created_at": created_at,
+        "message": _message_view(
+            message.id,
+            message.conversation_id,
+            message.sender_id,
+            message.seq,
+            message.text,
+            message.client_msg_id,
+            created_at,
+        ),
+    }
+
+
+def carried_batch(carried: list[Carried], after: int, limit: int) -> Batch | None:
+    """A woken poll's answer from the entries its wake-ups carried, if they are the
+    next ones after ``after`` (else None: the poll reads its inbox).
+
+    The same answer a read would give, within the same ``limit`` and text budget:
+    per-user sequence numbers have no gaps and a wake-up comes after its commit,
+    so entry ``after + 1`` is that inbox's next entry, whoever carried it. Only
+    ``has_more`` knows less than a read: it says whether the wake-ups carried more.
+    """
+    by_seq = {item.seq: item.entry for item in carried}
+    budget = this_app().config["INBOX_BATCH_MAX_CHARS"]
+    entries: list[dict[str, Any]] = []
+    chars = 0
+    seq = after + 1
+    while seq in by_seq and len(entries) < limit:
+        entry = by_seq[seq]
+        chars += len(entry["message"]["text"])
+        if entries and chars > budget:
+            break
+        message = entry["message"]
+        entries.append(
+            {
+                **entry,
+                "seq": seq,
+                "created_at": datetime.fromisoformat(entry["created_at"]),
+                "message": {**message, "created_at": datetime.fromisoformat(message["created_at"])},
+            }
+        )
+        seq += 1
+    if not entries:
+        return None
+    return Batch(entries=entries, cursor=seq - 1, has_more=max(by_seq) >= seq)
 
 
 def init_reading(app: Flask) -> None:

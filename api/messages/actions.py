@@ -17,6 +17,7 @@ from api.db import db, utcnow
 from api.errors import ApiError
 from api.inbox.actions import entry_values, heads_of, message_into_inboxes, notify_inbox
 from api.inbox.models import MESSAGE
+from api.inbox.reading import carried_entry
 from api.messages.models import Message
 from api.multi_statement import run_together
 
@@ -87,7 +88,6 @@ def do_send_message(
             access_conversation(session, conversation_id, sender_id)  # else the 404
         raise
     entries = results[-1]
-    notify_inbox(heads_of(entries), by_device=sender.device_id)
     message = Message(
         id=entries[0].message_id,
         conversation_id=conversation_id,
@@ -97,6 +97,7 @@ def do_send_message(
         client_msg_id=client_msg_id,
         created_at=created_at,
     )
+    notify_inbox(heads_of(entries), by_device=sender.device_id, entry=carried_entry(message))
     return message, True
 
 
