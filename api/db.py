@@ -30,15 +30,17 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class UTCDateTime(TypeDecorator):
-    """Timezone-aware UTC timestamps on every backend (SQLite forgets the zone)."""
+    """Timezone-aware UTC timestamps on every backend (SQLite forgets the zone, and
+    PostgreSQL answers in the session's time zone, which the server's settings or
+    the client's environment choose)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def utcnow() -> datetime:

@@ -104,12 +104,28 @@ def test_an_unreadable_wake_up_leaves_the_listener_listening(app, client, pair, 
     ann, ben, cid = pair
     waiting = long_poll_in_background(app, ben, timeout=20)
     wait_until_waiting(app)
+    keys = app.extensions["parley.hub"].keys
+    carrying = f"e::{ben.id}.1:{keys.database}:".encode()
+    unreadable = [b"e:1:2.x:{}", b"e:1:2.3:not json", b"u:x"]
+    not_entries = [b"{}", b"[]", b"null", b'{"message": {"text": "x"}, "created_at": "soon"}']
     admin = redis.Redis.from_url(redis_url)
-    channel = app.extensions["parley.hub"].keys.base + "wake"
-    for garbage in (b"e:1:2.x:{}", b"e:1:2.3:not json", b"u:x"):
-        assert admin.publish(channel, garbage) == 1  # the listener heard it
+    for garbage in [*unreadable, *(carrying + shape for shape in not_entries)]:
+        assert admin.publish(keys.base + "wake", garbage) == 1  # the listener heard it
     admin.close()
     send(client, ann, cid, "still heard")
-    body, seconds = waiting.result(timeout=30)
+    body, seconds = waiting.result(timeout=30)  # a 500 would fail in poll()
     assert message_texts(body) == ["still heard"]
     assert seconds < 20, "the listener no longer wakes its waiters"
+
+
+@scaled_only
+def test_dates_read_in_another_time_zone_answer_as_carried(make_app):
+    """PostgreSQL answers in the session's time zone: read, the dates still come in UTC."""
+    url = make_app().config["DATABASE_URL"]
+    app = make_app(DATABASE_URL=f"{url}?options=-c%20timezone%3DAmerica/New_York")
+    client = app.test_client()
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    cid = open_direct(client, ann, ben)
+    woken, _ = _woken_by(app, client, ben, lambda: send(client, ann, cid, "on time"))
+    assert woken == poll(client, ben, after=0)
+    assert woken["entries"][0]["created_at"].endswith("+00:00")

@@ -8,7 +8,15 @@ from sqlalchemy.engine import make_url
 
 from tests import services
 from tests.conftest import migrate
-from tests.factories import message_texts, open_direct, poll, send, sign_up
+from tests.factories import (
+    long_poll_in_background,
+    message_texts,
+    open_direct,
+    poll,
+    send,
+    sign_up,
+    wait_until_waiting,
+)
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"])
 
@@ -70,6 +78,28 @@ def test_cursors_of_another_database_hide_no_entries(make_app, other_database):
     send(second, ann, cid, "hello again")
 
     assert message_texts(poll(second, ben)) == ["hello again"]
+
+
+def test_a_wake_up_from_another_database_carries_it_no_entry(make_app, other_database):
+    """A send's wake-up carries its entry, by seq, to every process: one on another
+    database must not answer with it (someone else's text, at a seq that hides the
+    real entry), only look again."""
+    first = make_app().test_client()
+    ann, ben = sign_up(first, "ann"), sign_up(first, "ben")
+    cid = open_direct(first, ann, ben)
+
+    elsewhere = make_app(DATABASE_URL=other_database)
+    second = elsewhere.test_client()
+    other_ann, other_ben = sign_up(second, "ann"), sign_up(second, "ben")
+    assert (other_ann.id, other_ben.id) == (ann.id, ben.id)
+    other_cid = open_direct(second, other_ann, other_ben)
+    waiting = long_poll_in_background(elsewhere, other_ben, after=0, timeout=2)
+    wait_until_waiting(elsewhere)
+    send(first, ann, cid, "for the first database's ben")
+    assert waiting.result(timeout=30)[0]["entries"] == []
+
+    send(second, other_ann, other_cid, "for this one's")
+    assert message_texts(poll(second, other_ben, after=0)) == ["for this one's"]
 
 
 def test_a_process_moves_to_a_recreated_database_as_it_reconnects(make_app, other_database):

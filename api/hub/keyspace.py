@@ -19,7 +19,8 @@ clone, a base backup restored without recovery to a new timeline) keeps the
 identity, and behind a pooler such as PgBouncer the processes never reconnect:
 empty the prefix, or take a new one, after starting on such a copy. The wake-up
 channel stays on the bare prefix: a wake-up is no fact, only a reason to look
-again.
+again. One that carries an entry (``api.hub.redis_hub``) names its database,
+and a process on another one takes it as a plain wake-up.
 """
 
 import hashlib
@@ -67,6 +68,16 @@ class KeySpace:
         if not has_app_context():
             return self._prefix
         return this_g().setdefault(REQUEST_KEY, self._prefix)
+
+    @property
+    def database(self) -> str:
+        """This request's database, as its prefix names it ('' in the embedded mode)."""
+        return self.prefix[len(self.base) :].rstrip(":")
+
+    def process_database(self) -> str | None:
+        """The database this process uses now, named as ``database`` names it; None
+        before its first connection (it has made none: it needs none to know)."""
+        return None if self._prefix is None else self._prefix[len(self.base) :].rstrip(":")
 
     def _read_identity(self, dbapi_connection, record) -> None:
         with dbapi_connection.cursor() as cursor:

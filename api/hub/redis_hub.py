@@ -6,15 +6,18 @@ the listener is disconnected, wake-ups are lost. So after every (re)subscribe
 it wakes all local waiters to re-check, and waiters re-read the database at the
 end of their timeout regardless.
 
-Channel messages are short strings:
+Channel messages:
 
     u:<user_id>,<user_id>,…        new inbox entries for these users
     s:<device_id>:<user_id>,…      the same, made by this device (a send): its
                                    own polls are not woken
-    e:<device_id>:<user_id>.<seq>,…:<entry>
-                                   one new entry (JSON), the seq-th of each
-                                   user's inbox; its polls answer with it rather
-                                   than read it back (device_id may be empty)
+    e:<device_id>:<user_id>.<seq>,…:<database>:<entry>
+                                   one new entry (JSON, a few KiB at most), the
+                                   seq-th of each user's inbox in ``database``
+                                   (``KeySpace.database``): its polls answer with
+                                   it rather than read it back; a process on
+                                   another database wakes them only (device_id
+                                   may be empty)
     d:<device_id>:<started_at>     a poll of this device began at started_at;
                                    end its older polls
 
@@ -90,10 +93,16 @@ class RedisHub(Hub):
         if not heads:
             return
         if entry is not None:
-            seqs = ",".join(f"{uid}.{seq}" for uid, seq in heads.items())
-            device = "" if except_device is None else except_device
-            self._publish(trip, f"e:{device}:{seqs}:".encode() + orjson.dumps(entry))
-            return
+            try:
+                encoded = orjson.dumps(entry)
+            except TypeError:  # after the commit, a plain wake-up rather than a 500
+                log.exception("a new entry not carried by its wake-up")
+            else:
+                seqs = ",".join(f"{uid}.{seq}" for uid, seq in heads.items())
+                device = "" if except_device is None else except_device
+                head = f"e:{device}:{seqs}:{self._keys.database}:"
+                self._publish(trip, head.encode() + encoded)
+                return
         ids = ",".join(str(uid) for uid in sorted(heads))
         self._publish(trip, f"u:{ids}" if except_device is None else f"s:{except_device}:{ids}")
 
@@ -179,12 +188,17 @@ class RedisHub(Hub):
             self.waiters.supersede(int(device_id), float(started_at))
 
     def _deliver(self, rest: bytes) -> None:
-        """An ``e:`` message: its entry is decoded only if a user has a waiter here."""
-        device, _, rest = rest.partition(b":")
-        seqs, _, entry = rest.partition(b":")
+        """An ``e:`` message: its entry is decoded only if a user has a waiter here,
+        and handed to them only if it is of this process's database."""
+        device, seqs, database, entry = rest.split(b":", 3)
         heads = dict(map(int, pair.split(b".")) for pair in seqs.split(b","))
-        if self.waiters.has_any(heads):
-            self.waiters.deliver(heads, orjson.loads(entry), int(device) if device else None)
+        except_device = int(device) if device else None
+        if not self.waiters.has_any(heads):
+            return
+        if database.decode() == self._keys.process_database():
+            self.waiters.deliver(heads, orjson.loads(entry), except_device)
+        else:
+            self.waiters.wake_users(heads, except_device)
 
     def close(self) -> None:
         super().close()

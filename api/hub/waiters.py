@@ -70,7 +70,8 @@ class WaiterRegistry:
         return sum(waiter.asleep for waiter in self._all())
 
     def has_any(self, user_ids: Iterable[int]) -> bool:
-        """Whether any of these users has a waiter here."""
+        """Whether any of these users has a waiter here. Without the lock: a waiter
+        added meanwhile re-checks its inbox head after it is added."""
         return any(uid in self._by_user for uid in user_ids)
 
     def add(self, waiter: Waiter) -> None:

@@ -1,10 +1,12 @@
 """Reading inboxes: one statement for all the polls of a process that read at once
 (see ``api.gathering``)."""
 
+import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from itertools import groupby
+from types import SimpleNamespace
 from typing import Any
 
 from flask import Flask
@@ -19,6 +21,8 @@ from api.hub.waiters import Carried
 from api.inbox.heads import remember_heads
 from api.inbox.models import MESSAGE, InboxEntry
 from api.messages.models import Message
+
+log = logging.getLogger(__name__)
 
 users_table = User.__table__
 inbox_table = InboxEntry.__table__
@@ -43,7 +47,7 @@ class Wanted:
 
 # Every process hears every wake-up: a longer text goes only to the polls that
 # read it, from the database.
-CARRIED_TEXT_MAX = 4096
+CARRIED_TEXT_MAX = 2048
 
 _WANTED = BoundRows("wanted", ("user_id", "after", "most"))
 _text_length = func.coalesce(func.length(messages_table.c.text), 0)
@@ -152,44 +156,28 @@ def _pruned(floor: int) -> ApiError:
     )
 
 
-def _entry_view(entry: Row) -> dict[str, Any]:
+def _entry_view(entry: Any) -> dict[str, Any]:
+    """An entry as a poll answers it, from a row of the read (or anything that has
+    the row's names: ``carried_entry``)."""
     return {
         "seq": entry.seq,
         "type": entry.type,
         "conversation_id": entry.conversation_id,
         "created_at": entry.created_at,
-        "message": _message_view(
-            entry.message_id,
-            entry.conversation_id,
-            entry.sender_id,
-            entry.message_seq,
-            entry.text,
-            entry.client_msg_id,
-            entry.message_created_at,
-        )
-        if entry.message_id
-        else None,
+        "message": _message_view(entry) if entry.message_id else None,
         **(entry.payload or {}),
     }
 
 
-def _message_view(
-    message_id: int,
-    conversation_id: int,
-    sender_id: int,
-    seq: int,
-    text: str | None,
-    client_msg_id: str | None,
-    created_at: Any,
-) -> dict[str, Any]:
+def _message_view(entry: Any) -> dict[str, Any]:
     return {
-        "id": message_id,
-        "conversation_id": conversation_id,
-        "sender_id": sender_id,
-        "seq": seq,
-        "text": text,
-        "client_msg_id": client_msg_id,
-        "created_at": created_at,
+        "id": entry.message_id,
+        "conversation_id": entry.conversation_id,
+        "sender_id": entry.sender_id,
+        "seq": entry.message_seq,
+        "text": entry.text,
+        "client_msg_id": entry.client_msg_id,
+        "created_at": entry.message_created_at,
     }
 
 
@@ -199,55 +187,67 @@ def carried_entry(message: Message) -> dict[str, Any] | None:
     its own). None for a text longer than ``CARRIED_TEXT_MAX``: its polls read it."""
     if len(message.text) > CARRIED_TEXT_MAX:
         return None
-    created_at = message.created_at.isoformat()
-    return {
-        "type": MESSAGE,
-        "conversation_id": message.conversation_id,
-        "created_at": created_at,
-        "message": _message_view(
-            message.id,
-            message.conversation_id,
-            message.sender_id,
-            message.seq,
-            message.text,
-            message.client_msg_id,
-            created_at,
-        ),
-    }
+    created_at = message.created_at.astimezone(UTC).isoformat()
+    as_read = SimpleNamespace(
+        seq=None,
+        type=MESSAGE,
+        conversation_id=message.conversation_id,
+        created_at=created_at,
+        message_id=message.id,
+        sender_id=message.sender_id,
+        message_seq=message.seq,
+        text=message.text,
+        client_msg_id=message.client_msg_id,
+        message_created_at=created_at,
+        payload=None,
+    )
+    entry = _entry_view(as_read)
+    del entry["seq"]
+    return entry
 
 
 def carried_batch(carried: list[Carried], after: int, limit: int) -> Batch | None:
     """A woken poll's answer from the entries its wake-ups carried, if they are the
     next ones after ``after`` (else None: the poll reads its inbox).
 
-    The same answer a read would give, within the same ``limit`` and text budget:
-    per-user sequence numbers have no gaps and a wake-up comes after its commit,
-    so entry ``after + 1`` is that inbox's next entry, whoever carried it. Only
-    ``has_more`` knows less than a read: it says whether the wake-ups carried more.
+    Per-user sequence numbers have no gaps and a wake-up comes after its commit,
+    so entry ``after + 1`` is that inbox's next entry, whoever carried it. The
+    answer keeps to the poll's ``limit`` and the text budget as a read does, and
+    carries what a read of the same entries would (``tests/test_carried_entries.py``
+    compares them); its ``has_more`` says only whether the wake-ups carried more.
+    An entry it cannot read (from a version of Parley that carries another shape)
+    is left to the read.
     """
     by_seq = {item.seq: item.entry for item in carried}
     budget = this_app().config["INBOX_BATCH_MAX_CHARS"]
     entries: list[dict[str, Any]] = []
     chars = 0
     seq = after + 1
-    while seq in by_seq and len(entries) < limit:
-        entry = by_seq[seq]
-        chars += len(entry["message"]["text"])
-        if entries and chars > budget:
-            break
-        message = entry["message"]
-        entries.append(
-            {
-                **entry,
-                "seq": seq,
-                "created_at": datetime.fromisoformat(entry["created_at"]),
-                "message": {**message, "created_at": datetime.fromisoformat(message["created_at"])},
-            }
-        )
-        seq += 1
+    try:
+        while seq in by_seq and len(entries) < limit:
+            entry = by_seq[seq]
+            chars += len(entry["message"]["text"])
+            if entries and chars > budget:
+                break
+            entries.append(_as_answered(entry, seq))
+            seq += 1
+    except (KeyError, TypeError, ValueError):
+        log.warning("a carried entry unreadable, read instead: %r", by_seq.get(seq))
+        return None
     if not entries:
         return None
     return Batch(entries=entries, cursor=seq - 1, has_more=max(by_seq) >= seq)
+
+
+def _as_answered(entry: dict[str, Any], seq: int) -> dict[str, Any]:
+    """A carried entry as a read answers it: its ``seq``, and dates, not text."""
+    message = entry["message"]
+    return {
+        **entry,
+        "seq": seq,
+        "created_at": datetime.fromisoformat(entry["created_at"]),
+        "message": {**message, "created_at": datetime.fromisoformat(message["created_at"])},
+    }
 
 
 def init_reading(app: Flask) -> None:
