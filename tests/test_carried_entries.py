@@ -107,7 +107,13 @@ def test_an_unreadable_wake_up_leaves_the_listener_listening(app, client, pair, 
     keys = app.extensions["parley.hub"].keys
     carrying = f"e::{ben.id}.1:{keys.database}:".encode()
     unreadable = [b"e:1:2.x:{}", b"e:1:2.3:not json", b"u:x"]
-    not_entries = [b"{}", b"[]", b"null", b'{"message": {"text": "x"}, "created_at": "soon"}']
+    not_entries = [
+        b"{}",
+        b"[]",
+        b"null",
+        b"not json",
+        b'{"message": {"text": "x"}, "created_at": 1}',
+    ]
     admin = redis.Redis.from_url(redis_url)
     for garbage in [*unreadable, *(carrying + shape for shape in not_entries)]:
         assert admin.publish(keys.base + "wake", garbage) == 1  # the listener heard it

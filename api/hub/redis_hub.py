@@ -189,16 +189,21 @@ class RedisHub(Hub):
 
     def _deliver(self, rest: bytes) -> None:
         """An ``e:`` message: its entry is decoded only if a user has a waiter here,
-        and handed to them only if it is of this process's database."""
+        and handed to them only if it is of this process's database (and JSON);
+        else they are woken all the same, and read."""
         device, seqs, database, entry = rest.split(b":", 3)
         heads = dict(map(int, pair.split(b".")) for pair in seqs.split(b","))
         except_device = int(device) if device else None
         if not self.waiters.has_any(heads):
             return
+        carried = None
         if database.decode() == self._keys.process_database():
-            self.waiters.deliver(heads, orjson.loads(entry), except_device)
-        else:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                carried = orjson.loads(entry)
+        if carried is None:
             self.waiters.wake_users(heads, except_device)
+        else:
+            self.waiters.deliver(heads, carried, except_device)
 
     def close(self) -> None:
         super().close()
