@@ -123,7 +123,7 @@ def test_a_long_poll_is_woken_by_a_send(app, client, pair):
     send(client, ann, cid, "wake up")
     body, seconds = waiting.result(timeout=30)
     assert message_texts(body) == ["wake up"]
-    assert seconds < 20, "the poll ran to its timeout instead of being woken"
+    assert seconds < 10, "the poll was not woken (it ended on its closing read)"
 
 
 def test_a_long_poll_with_nothing_new_waits_out_its_timeout(client, pair):
@@ -415,7 +415,7 @@ def test_a_reconnecting_listener_wakes_its_waiters(app, client, pair, monkeypatc
 
     body, seconds = waiting.result(timeout=30)
     assert message_texts(body) == ["sent while the doorbell was broken"]
-    assert seconds < 20, "the waiter was not woken by the reconnect"
+    assert seconds < 10, "the waiter was not woken by the reconnect"
 
 
 def test_the_cursor_never_moves_back(client, pair):
