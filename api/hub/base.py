@@ -71,7 +71,4 @@ class LocalHub(Hub):
         trip: Trip,
         entry: dict[str, Any] | None = None,
     ) -> None:
-        if entry is None:
-            self.waiters.wake_users(heads, except_device)
-        else:
-            self.waiters.deliver(heads, entry, except_device)
+        self.waiters.deliver(heads, entry, except_device)

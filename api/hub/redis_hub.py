@@ -200,10 +200,7 @@ class RedisHub(Hub):
         if database.decode() == self._keys.process_database():
             with contextlib.suppress(orjson.JSONDecodeError):
                 carried = orjson.loads(entry)
-        if carried is None:
-            self.waiters.wake_users(heads, except_device)
-        else:
-            self.waiters.deliver(heads, carried, except_device)
+        self.waiters.deliver(heads, carried, except_device)
 
     def close(self) -> None:
         super().close()

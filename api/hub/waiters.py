@@ -102,10 +102,16 @@ class WaiterRegistry:
                 waiter.wake()
 
     def deliver(
-        self, heads: Mapping[int, int], entry: dict[str, Any], except_device: int | None = None
+        self,
+        heads: Mapping[int, int],
+        entry: dict[str, Any] | None,
+        except_device: int | None = None,
     ) -> None:
         """Wake the waiters of these users (but ``except_device``'s) with ``entry``,
-        which is ``heads[user_id]`` in each user's inbox."""
+        which is ``heads[user_id]`` in each user's inbox (None: wake them only)."""
+        if entry is None:
+            self.wake_users(heads, except_device)
+            return
         with self._lock:
             waiters = [w for uid in heads for w in self._by_user.get(uid, ())]
         for waiter in waiters:
