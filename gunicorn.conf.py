@@ -46,6 +46,14 @@ def post_worker_init(worker) -> None:
     _collect_garbage_seldom()
 
 
+def worker_exit(server, worker) -> None:
+    app = worker.app.callable  # None if the worker never loaded it
+    if app is not None:
+        from api.lifecycle import store_what_is_behind
+
+        store_what_is_behind(app)
+
+
 # Young-generation collections between two full ones (CPython's default: 10).
 FULL_COLLECTION_EVERY = 1000
 

@@ -73,6 +73,9 @@ DEFAULTS: dict[str, Any] = {
     # enough that a device polling all day rarely finds it gone (each time it
     # does, its next confirmation writes the database again).
     "CURSOR_CACHE_TTL_S": 3600,
+    # A poll's confirmation (its ``after``) is stored this long after it came,
+    # with the process's others meanwhile, in one statement (``api.write_behind``).
+    "CURSOR_WRITE_DELAY_S": 0.25,
     # A revoked token is tomb-stoned in the cache, so this bounds nothing about
     # revocation; it only bounds how long an unused token stays cached.
     "TOKEN_CACHE_TTL_S": 300,

@@ -35,6 +35,12 @@ def end_long_polls_on_sigterm(app: Flask) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+def store_what_is_behind(app: Flask) -> None:
+    """A worker's last act: store the confirmations it was to write a moment later
+    (``api.write_behind``)."""
+    app.extensions["parley.cursors.behind"].close()
+
+
 def close_connections_when_shutting_down(app: Flask):
     """Wrap the worker's WSGI callable: answers started while shutting down close
     their connection."""

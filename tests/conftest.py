@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 
 from api import create_app
 from api.db import db
+from api.lifecycle import store_what_is_behind
 from tests import figures, services
 from tests.contract import check_flask_response
 from tests.factories import open_direct, sign_up
@@ -108,6 +109,7 @@ def make_app(app_config):
 
     yield build
     for app in apps:
+        store_what_is_behind(app)
         coordinator = app.extensions["parley.hub"]
         coordinator.hub.close()
         if coordinator.client is not None:  # its sockets, closed now rather than by the collector

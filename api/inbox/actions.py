@@ -44,7 +44,7 @@ from api.auth import Auth
 from api.context import this_app
 from api.conversations.models import Conversation, Membership
 from api.db import db, utcnow
-from api.gathering import BoundRows, Gatherer
+from api.gathering import GATHERED_MAX, BoundRows, Gatherer
 from api.hub import coordinator
 from api.hub.trip import Trip
 from api.hub.waiters import Waiter
@@ -53,6 +53,7 @@ from api.inbox.models import InboxEntry
 from api.inbox.reading import Batch, carried_batch, read_inbox
 from api.messages.models import Message
 from api.metrics import WAKE_UP_SECONDS
+from api.write_behind import WriteBehind
 
 TIME_OUT_TICK_S = 0.25  # see _on_the_tick
 
@@ -299,6 +300,7 @@ def read_position(auth: Auth) -> Position:
 
 
 def stored_cursor(auth: Auth, position: Position) -> int:
+    """Where a poll without ``after`` starts: the device's cursor, cached or stored."""
     if position.cursor is not None:
         return position.cursor
     with db.statements() as session:
@@ -309,7 +311,7 @@ def stored_cursor(auth: Auth, position: Position) -> int:
             or 0
         )
     remember_cursor(auth, cursor)
-    return cursor
+    return max(cursor, _confirmed_behind(auth) or 0)
 
 
 def remember_cursor(auth: Auth, cursor: int, trip: Trip | None = None) -> None:
@@ -353,40 +355,72 @@ def _cursors_raised(shape: int | None) -> Update:
     )
 
 
+def store_cursors(highest: dict[int, int]) -> dict[int, int]:
+    """Raise these devices' stored cursors (``{device_id: seq}``), ``GATHERED_MAX``
+    a statement; returns the cursors of the devices that still exist."""
+    cursors: dict[int, int] = {}
+    confirmed = list(highest.items())
+    with db.statements() as session:
+        dialect_name = session.get_bind().dialect.name
+        for start in range(0, len(confirmed), GATHERED_MAX):
+            batch = confirmed[start : start + GATHERED_MAX]
+            shape = _CONFIRMED.shape(dialect_name, len(batch))
+            rows = session.execute(_cursors_raised(shape), _CONFIRMED.values(shape, batch))
+            cursors.update(rows.all())  # a device deleted meanwhile (logged out) has none
+            session.commit()
+    return cursors
+
+
 def write_cursors(confirms: list[Confirm]) -> list[int]:
     """Store these confirmations in one statement, then cache them in one round
     trip; returns each one's device cursor (cursors only move forward)."""
     highest: dict[int, int] = {}
     for confirm in confirms:  # a device asks twice: its second poll superseded the first
         highest[confirm.device_id] = max(confirm.seq, highest.get(confirm.device_id, 0))
-    with db.statements() as session:
-        shape = _CONFIRMED.shape(session.get_bind().dialect.name, len(highest))
-        rows = session.execute(
-            _cursors_raised(shape), _CONFIRMED.values(shape, list(highest.items()))
-        ).all()
-        session.commit()
-    cursors = dict(rows)  # a device deleted meanwhile (logged out) has none
+    cursors = store_cursors(highest)
     _remember_cursors(cursors)
     return [cursors.get(confirm.device_id, confirm.seq) for confirm in confirms]
 
 
 def init_cursors(app: Flask) -> None:
     """Confirmations of a process that come at once share one statement (see
-    ``api.gathering``): every poll woken by a group send confirms what it got."""
+    ``api.gathering``): every poll woken by a group send confirms what it got.
+    A poll's own are written behind (``api.write_behind``)."""
     app.extensions["parley.cursors"] = Gatherer(write_cursors)
+    app.extensions["parley.cursors.behind"] = WriteBehind(
+        app, _write_behind, app.config["CURSOR_WRITE_DELAY_S"]
+    )
 
 
-def do_confirm(auth: Auth, seq: int, position: Position) -> int:
+def _write_behind(highest: dict[int, int]) -> None:
+    _remember_cursors(store_cursors(highest))
+
+
+def _confirmed_behind(auth: Auth) -> int | None:
+    """What this device confirmed in this process and is not stored yet."""
+    return this_app().extensions["parley.cursors.behind"].pending(auth.device_id)
+
+
+def do_confirm(auth: Auth, seq: int, position: Position, behind: bool = False) -> int:
     """Confirm everything up to ``seq`` (cursors only move forward); returns the cursor.
 
     Skips the database when the cached cursor is already there, so repeating
-    the same ``after`` on empty polls writes nothing.
+    the same ``after`` on empty polls writes nothing. ``behind``: stored (and
+    cached) up to ``CURSOR_WRITE_DELAY_S`` later, with the other confirmations
+    of the process meanwhile (a poll's: its client is told nothing of the
+    write; an ack is stored before its answer).
     """
+    if not behind:  # an ack stores what the device's polls confirmed before it too
+        seq = max(seq, _confirmed_behind(auth) or 0)
     if position.cursor is not None and position.cursor >= seq:
         return position.cursor
     if (position.head is None or position.head < seq) and position.read_head(auth.user_id) < seq:
         raise CursorOutOfRange(seq)
-    return this_app().extensions["parley.cursors"].ask(Confirm(auth.device_id, seq))
+    extensions = this_app().extensions
+    if not behind:
+        return extensions["parley.cursors"].ask(Confirm(auth.device_id, seq))
+    extensions["parley.cursors.behind"].raise_to(auth.device_id, seq)
+    return seq
 
 
 def _read_if_new(auth: Auth, after: int, limit: int, position: Position) -> Batch:
@@ -419,7 +453,12 @@ class PollStart:
         return self.position
 
     def _found(self, values: list[str | None]) -> None:
-        self.position = Position.cached(values)
+        """The cached cursor and head; the cursor raised to what this process has
+        yet to store of the device's confirmations."""
+        position = Position.cached(values)
+        if position.cursor is not None:
+            position.cursor = max(position.cursor, _confirmed_behind(self.auth) or 0)
+        self.position = position
 
 
 @contextmanager

@@ -23,9 +23,9 @@ _POLLS = {
 }
 
 
-def _confirm(seq: int, field: str, position: actions.Position) -> int:
+def _confirm(seq: int, field: str, position: actions.Position, behind: bool = False) -> int:
     try:
-        return actions.do_confirm(current_auth(), seq, position)
+        return actions.do_confirm(current_auth(), seq, position, behind)
     except actions.CursorOutOfRange as exc:
         raise ValidationError({field: ["Beyond the newest entry of your inbox."]}) from exc
 
@@ -60,7 +60,7 @@ def poll():
         if "after" in query:
             after = query["after"]
             if after:  # confirming 0 confirms nothing (cursors only move forward)
-                _confirm(after, "after", position)
+                _confirm(after, "after", position, behind=True)
         else:
             after = actions.stored_cursor(auth, position)
         limit = query.get("limit", config["INBOX_LIMIT_DEFAULT"])

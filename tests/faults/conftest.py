@@ -3,7 +3,7 @@
     ThrowawayPostgres ─┐
                        ├── instances a, b (2 gevent workers each) ── haproxy (round robin)
     ThrowawayRedis ────┤
-                       └── instance c, started by the one test that shuts an instance down
+                       └── instance c, started by the tests that shut an instance down
 
 The database and Redis are this package's own, so a test may stop, kill or
 restart them; they, the instances and the balancer are stopped after the package.
@@ -78,8 +78,9 @@ def topology(throwaway_postgres, throwaway_redis, tmp_path_factory) -> Iterator[
 
 
 @pytest.fixture
-def instance_c(topology, tmp_path) -> Iterator[Instance]:
-    """A third instance on the same database and Redis, outside the balancer."""
+def instance_c(topology, tmp_path, request) -> Iterator[Instance]:
+    """A third instance on the same database and Redis, outside the balancer (with
+    the settings of an indirect parameter, if any)."""
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     instance = Instance.start(
@@ -91,6 +92,7 @@ def instance_c(topology, tmp_path) -> Iterator[Instance]:
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
         **{key: str(value) for key, value in TEST_SETTINGS.items()},
         **topology.settings,
+        **getattr(request, "param", {}),
     )
     try:
         instance.wait_until_ready()

@@ -1,5 +1,6 @@
 """SIGTERM to an instance holding long polls: the polls answer at once (empty 200,
-closing their connections), and a send in flight still completes."""
+closing their connections), and a send in flight still completes. What its
+workers were to store a moment later (polls' confirmations) is stored as they stop."""
 
 import signal
 import time
@@ -73,6 +74,30 @@ def test_sigterm_answers_held_polls_at_once_and_completes_a_send_in_flight(topol
         kept_open = [r.request.url for r in answers if r.headers.get("Connection") != "close"]
         assert not kept_open, f"answered during shutdown without Connection: close: {kept_open}"
         assert instance_c.wait_for_exit(EXIT_BOUND_S) == 0, instance_c.log()
+
+
+@pytest.mark.parametrize("instance_c", [{"CURSOR_WRITE_DELAY_S": "600"}], indirect=True)
+def test_a_stopping_worker_stores_the_confirmations_it_held(topology, instance_c):
+    with ApiClient(topology.balancer.url) as client:
+        sender, receiver = sign_up(client, "confirmer-sender"), sign_up(client, "confirmer")
+        chat = open_direct(client, sender, receiver)
+        for text in ("one", "two"):
+            send(client, sender, chat, text)
+    with ApiClient(instance_c.url) as client:
+        poll(client, receiver, after=2)  # confirmed, to be stored ten minutes later
+    database = topology.postgres.libpq_url()
+    assert stored_cursor(database, receiver) == 0
+
+    instance_c.process.send_signal(signal.SIGTERM)
+
+    assert instance_c.wait_for_exit(EXIT_BOUND_S) == 0, instance_c.log()
+    assert stored_cursor(database, receiver) == 2
+
+
+def stored_cursor(database_url: str, person: Person) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT cursor FROM devices WHERE id = %s", (person.device_id,))
+        return row.fetchone()[0]
 
 
 def timed_long_poll(client: ApiClient, person: Person) -> tuple[requests.Response, float]:
