@@ -147,11 +147,14 @@ def remember_token(auth: Auth, trip: Trip | None = None) -> None:
     )
 
 
-def revoke_cached_token(token_hash: str) -> None:
+def revoke_cached_token(token_hash: str, trip: Trip | None = None) -> None:
+    """Tombstone the token in the cache (now, or in ``trip``)."""
     remembered = this_app().extensions["parley.tokens"]
     if remembered is not None:
         remembered.pop(token_hash, None)
-    coordinator().hints.set(_token_key(token_hash), REVOKED, this_app().config["TOKEN_CACHE_TTL_S"])
+    coordinator().hints.set(
+        _token_key(token_hash), REVOKED, this_app().config["TOKEN_CACHE_TTL_S"], trip=trip
+    )
 
 
 def authenticated(view):

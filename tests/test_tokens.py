@@ -6,6 +6,7 @@ another user's valid token, every operation that names a conversation answers 40
 and shows nothing of it. tests/test_access.py keeps the hand-written cases.
 """
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -18,6 +19,7 @@ from tests.factories import (
     scaled_only,
     send,
     sign_up,
+    wait_until_waiting,
 )
 from tests.spec import Operation, authenticated_operations
 
@@ -167,3 +169,35 @@ def test_a_token_logged_out_elsewhere_cannot_send(make_app, client, attempt):
     assert answer.get_json()["error"]["code"] == "unauthorized"
     history = client.get(f"/v1/conversations/{chat}/messages", headers=ben.auth).get_json()
     assert [m["text"] for m in history["messages"]] == ["before the logout"]
+
+
+def held_poll(app, person: Person) -> Future:
+    """A long poll of ``person``'s, held in the background: the future of its answer."""
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(
+        app.test_client().get, "/v1/inbox", query_string={"timeout": 20}, headers=person.auth
+    )
+    pool.shutdown(wait=False)
+    return future
+
+
+@pytest.mark.parametrize(
+    ("backend", "where"), [("sqlite", "here"), ("postgres", "here"), ("postgres", "elsewhere")]
+)
+def test_a_log_out_ends_the_devices_held_poll_with_401(make_app, where):
+    """Logged out through the poll's process or another (the scaled mode's), the
+    poll ends: it answers 401, and never delivers what was sent after the log-out."""
+    app = make_app()
+    client = app.test_client()
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    chat = open_direct(client, ann, ben)
+    polling = held_poll(app, ben)
+    wait_until_waiting(app)
+
+    logging_out = client if where == "here" else make_app().test_client()
+    assert logging_out.delete("/v1/sessions/current", headers=ben.auth).status_code == 204
+    assert send(client, ann, chat, "after the logout").status_code == 201
+
+    answer = polling.result(timeout=30)
+    assert answer.status_code == 401, answer.get_json()
+    assert answer.get_json()["error"]["code"] == "unauthorized"

@@ -103,9 +103,15 @@ def _password_matches(user: User | None, password: str) -> bool:
 
 
 def do_log_out(session: Session, auth: Auth) -> None:
+    """Delete the device; its cached token is revoked and its held polls end (401),
+    in every process, in one round trip."""
     session.execute(delete(Device).where(Device.id == auth.device_id))
     session.commit()
-    revoke_cached_token(auth.token_hash)
+    coordinating = coordinator()
+    trip = coordinating.trip()
+    revoke_cached_token(auth.token_hash, trip)
+    coordinating.hub.end_polls_of(auth.device_id, trip)
+    trip.send()
 
 
 def access_user(session: Session, user_id: int) -> User:

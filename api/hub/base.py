@@ -1,5 +1,6 @@
 """What every hub does: hold this process's waiters and wake them after commits."""
 
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -45,6 +46,11 @@ class Hub:
         commit. ``entry``: the one entry the heads are, as a poll answers it but its
         ``seq``, for the woken polls to answer without reading it back."""
         raise NotImplementedError
+
+    def end_polls_of(self, device_id: int, trip: Trip) -> None:
+        """End the polls this device holds, in every process (others once ``trip`` is
+        sent): it logged out. Each then finds its token gone."""
+        self.waiters.supersede(device_id, time.time())
 
     def _announce_poll(self, waiter: Waiter, trip: Trip, holds_for: float) -> None:
         """Tell other processes (in ``trip``) that ``waiter`` replaces its device's

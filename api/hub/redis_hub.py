@@ -34,6 +34,7 @@ import contextlib
 import logging
 import random
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -121,6 +122,10 @@ class RedisHub(Hub):
         trip.add(
             lambda pipe: queue_script(pipe, self._hold, keys, args), ignore_reply, _not_announced
         )
+
+    def end_polls_of(self, device_id: int, trip: Trip) -> None:
+        # As a newer poll of the device would: this process hears it too.
+        self._publish(trip, f"d:{device_id}:{time.time()!r}")
 
     def answered(self, waiter: Waiter, trip: Trip) -> None:
         keys, args = [self._held_key(waiter)], [repr(waiter.started_at)]
