@@ -53,6 +53,15 @@ def test_each_device_has_its_own_cursor(client, pair):
     assert message_texts(poll(client, ben_laptop)) == ["hello"]
 
 
+def test_a_head_request_confirms_nothing(client, pair):
+    """HEAD must be safe (RFC 9110): its ``after`` is where to read from, no more."""
+    ann, ben, cid = pair
+    send(client, ann, cid, "one")
+    send(client, ann, cid, "two")
+    assert client.head("/v1/inbox?after=2", headers=ben.auth).status_code == 200
+    assert message_texts(poll(client, ben)) == ["one", "two"]
+
+
 def test_ack_confirms_without_fetching(client, pair):
     ann, ben, cid = pair
     send(client, ann, cid, "one")

@@ -4,7 +4,7 @@ from flask import Blueprint, g
 from marshmallow import ValidationError
 
 from api.auth import authenticate, authenticated, claim_auth, current_auth
-from api.context import this_app
+from api.context import this_app, this_request
 from api.inbox import actions
 from api.inbox.answered import Answered, answered_early
 from api.inbox.schemas import ack_schema, batch_schema, poll_query_schema
@@ -60,7 +60,9 @@ def poll():
             noted = note_poll(auth, holds_for=timeout)
         if "after" in query:
             after = query["after"]
-            if after:  # confirming 0 confirms nothing (cursors only move forward)
+            # Confirming 0 confirms nothing (cursors only move forward), and a HEAD
+            # request, which must be safe, nothing at all.
+            if after and this_request().method != "HEAD":
                 _confirm(after, "after", position, behind=True)
         else:
             after = actions.stored_cursor(auth, position)
