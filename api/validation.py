@@ -4,8 +4,9 @@ import re
 from typing import Any, ClassVar
 
 from cachetools import LRUCache
-from flask import Flask
+from flask import Flask, Request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
 from api.context import this_app, this_request
@@ -21,10 +22,20 @@ def load_json(schema: Schema) -> dict[str, Any]:
     asked = this_request()
     if asked.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+    if asked.content_length is None:
+        _refuse_a_stream_past_the_limit(asked)
     body = asked.get_json(silent=True)
     if body is None:
         raise ApiError(400, "malformed_json", "The body is not valid JSON.")
     return schema.load(body)
+
+
+def _refuse_a_stream_past_the_limit(asked: Request) -> None:
+    """A body sent without its length (chunked) is read up to MAX_CONTENT_LENGTH,
+    and werkzeug stops there without a word: a longer one would be read cut short.
+    Refused instead (413), as a body whose length says it is too long."""
+    if len(asked.get_data()) >= asked.max_content_length and asked.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
 
 
 def load_query(schema: Schema) -> dict[str, Any]:

@@ -1,12 +1,13 @@
 """Bad input gets a clear JSON error with the right status, and writes nothing."""
 
+import io
 import json
 
 import pytest
 
 from api.presence.schemas import presence_query_schema
 from api.validation import load_query
-from tests.factories import message_texts, poll, send, sign_up
+from tests.factories import message_texts, open_direct, poll, send, sign_up
 
 
 def assert_error(response, status: int, code: str | None = None) -> dict:
@@ -83,6 +84,28 @@ def test_huge_bodies_are_refused_before_they_are_read(client, pair):
     )
     assert_error(response, 413)
     assert_nothing_written(client, ann, ben, cid)
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_a_body_without_its_length_is_refused_past_the_limit_not_cut(make_app, padding):
+    """Chunked, a body has no Content-Length: one at the limit is read whole, one
+    past it is refused (413), not read cut short at the limit."""
+    app = make_app(MAX_CONTENT_LENGTH=4096)
+    client = app.test_client()
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    cid = open_direct(client, ann, ben)
+    at_the_limit = '{"text": "hi"}'.ljust(4096 + padding).encode()
+    response = client.post(
+        f"/v1/conversations/{cid}/messages",
+        input_stream=io.BytesIO(at_the_limit),
+        headers={**ann.auth, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},  # as gevent's server sets it
+    )
+    if padding:
+        assert_error(response, 413)
+        assert_nothing_written(client, ann, ben, cid)
+    else:
+        assert response.status_code == 201, response.get_json()
 
 
 @pytest.mark.parametrize(
