@@ -68,13 +68,13 @@ DEFAULTS: dict[str, Any] = {
     # can delay a short poll by this much at most (long polls always re-read
     # PostgreSQL at the end of their wait).
     "HEAD_CACHE_TTL_S": 60,
-    # A cached cursor is never ahead of the stored one (it is cached from the
-    # database), so its expiry bounds only the memory of devices gone quiet: long
-    # enough that a device polling all day rarely finds it gone (each time it
-    # does, its next confirmation writes the database again).
+    # A cached cursor is ahead of the stored one only until its poll's
+    # confirmation is stored (below), so its expiry bounds only the memory of
+    # devices gone quiet: long enough that a device polling all day rarely finds
+    # it gone (each time it does, its next confirmation writes the database again).
     "CURSOR_CACHE_TTL_S": 3600,
-    # A poll's confirmation (its ``after``) is stored this long after it came,
-    # with the process's others meanwhile, in one statement (``api.write_behind``).
+    # A poll's confirmation (its ``after``) is cached at once and stored this long
+    # after, with the process's others meanwhile, in one statement (``api.write_behind``).
     "CURSOR_WRITE_DELAY_S": 0.25,
     # A revoked token is tomb-stoned in the cache, so this bounds nothing about
     # revocation; it only bounds how long an unused token stays cached.

@@ -388,12 +388,8 @@ def init_cursors(app: Flask) -> None:
     A poll's own are written behind (``api.write_behind``)."""
     app.extensions["parley.cursors"] = Gatherer(write_cursors)
     app.extensions["parley.cursors.behind"] = WriteBehind(
-        app, _write_behind, app.config["CURSOR_WRITE_DELAY_S"]
+        app, store_cursors, app.config["CURSOR_WRITE_DELAY_S"]
     )
-
-
-def _write_behind(highest: dict[int, int]) -> None:
-    _remember_cursors(store_cursors(highest))
 
 
 def _confirmed_behind(auth: Auth) -> int | None:
@@ -401,26 +397,36 @@ def _confirmed_behind(auth: Auth) -> int | None:
     return this_app().extensions["parley.cursors.behind"].pending(auth.device_id)
 
 
-def do_confirm(auth: Auth, seq: int, position: Position, behind: bool = False) -> int:
-    """Confirm everything up to ``seq`` (cursors only move forward); returns the cursor.
+def do_confirm(auth: Auth, seq: int, position: Position) -> int:
+    """Store a confirmation of everything up to ``seq`` before answering (an ack),
+    with what this process's polls confirmed before it; returns the stored cursor
+    (cursors only move forward)."""
+    seq = max(seq, _confirmed_behind(auth) or 0)
+    _check_confirmable(auth, seq, position)
+    return this_app().extensions["parley.cursors"].ask(Confirm(auth.device_id, seq))
 
-    Skips the database when the cached cursor is already there, so repeating
-    the same ``after`` on empty polls writes nothing. ``behind``: stored (and
-    cached) up to ``CURSOR_WRITE_DELAY_S`` later, with the other confirmations
-    of the process meanwhile (a poll's: its client is told nothing of the
-    write; an ack is stored before its answer).
+
+def confirm_later(auth: Auth, seq: int, position: Position) -> None:
+    """A poll's confirmation of everything up to ``seq``: cached now, so that every
+    process goes on from it, and stored up to ``CURSOR_WRITE_DELAY_S`` later with
+    the process's others meanwhile (its client is told nothing of the write).
+
+    Nothing at all when the cached cursor is there already, so repeating the
+    same ``after`` on empty polls writes nothing.
     """
-    if not behind:  # an ack stores what the device's polls confirmed before it too
-        seq = max(seq, _confirmed_behind(auth) or 0)
     if position.cursor is not None and position.cursor >= seq:
-        return position.cursor
+        return
+    _check_confirmable(auth, seq, position)
+    trip = coordinator().trip()
+    remember_cursor(auth, seq, trip)
+    trip.send()
+    this_app().extensions["parley.cursors.behind"].raise_to(auth.device_id, seq)
+
+
+def _check_confirmable(auth: Auth, seq: int, position: Position) -> None:
+    """Refuse to confirm past the inbox's head (cached, or else read)."""
     if (position.head is None or position.head < seq) and position.read_head(auth.user_id) < seq:
         raise CursorOutOfRange(seq)
-    extensions = this_app().extensions
-    if not behind:
-        return extensions["parley.cursors"].ask(Confirm(auth.device_id, seq))
-    extensions["parley.cursors.behind"].raise_to(auth.device_id, seq)
-    return seq
 
 
 def _read_if_new(auth: Auth, after: int, limit: int, position: Position) -> Batch:
@@ -453,12 +459,7 @@ class PollStart:
         return self.position
 
     def _found(self, values: list[str | None]) -> None:
-        """The cached cursor and head; the cursor raised to what this process has
-        yet to store of the device's confirmations."""
-        position = Position.cached(values)
-        if position.cursor is not None:
-            position.cursor = max(position.cursor, _confirmed_behind(self.auth) or 0)
-        self.position = position
+        self.position = Position.cached(values)
 
 
 @contextmanager

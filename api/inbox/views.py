@@ -1,3 +1,5 @@
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 
 from flask import Blueprint, g
@@ -24,9 +26,11 @@ _POLLS = {
 }
 
 
-def _confirm(seq: int, field: str, position: actions.Position, behind: bool = False) -> int:
+@contextmanager
+def _confirmable(field: str) -> Iterator[None]:
+    """A confirmation past the inbox's head is a mistake in the request's ``field``."""
     try:
-        return actions.do_confirm(current_auth(), seq, position, behind)
+        yield
     except actions.CursorOutOfRange as exc:
         raise ValidationError({field: ["Beyond the newest entry of your inbox."]}) from exc
 
@@ -63,7 +67,8 @@ def poll():
             # Confirming 0 confirms nothing (cursors only move forward), and a HEAD
             # request, which must be safe, nothing at all.
             if after and this_request().method != "HEAD":
-                _confirm(after, "after", position, behind=True)
+                with _confirmable("after"):
+                    actions.confirm_later(auth, after, position)
         else:
             after = actions.stored_cursor(auth, position)
         limit = query.get("limit", config["INBOX_LIMIT_DEFAULT"])
@@ -86,4 +91,6 @@ def poll():
 def ack():
     """Confirm everything up to ``seq`` without fetching."""
     seq = load_json(ack_schema)["seq"]
-    return {"cursor": _confirm(seq, "seq", actions.read_position(current_auth()))}
+    auth = current_auth()
+    with _confirmable("seq"):
+        return {"cursor": actions.do_confirm(auth, seq, actions.read_position(auth))}
