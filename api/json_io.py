@@ -44,6 +44,16 @@ class OrjsonProvider(DefaultJSONProvider):
         except TypeError:
             return json.dumps(obj, default=self.default, separators=(",", ":")).encode()
 
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        """Request bodies, read by the standard library. A body nested deeper than
+        the interpreter's recursion limit is refused like any undecodable body
+        (a ValueError, which the request's ``get_json`` answers), not left to
+        escape as a RecursionError (a 500)."""
+        try:
+            return json.loads(s, **kwargs)
+        except RecursionError as exc:
+            raise ValueError("The body nests too deeply.") from exc
+
     def response(self, *args: Any, **kwargs: Any) -> Response:
         body = self.encode(self._prepare_response_obj(args, kwargs))
         return self._app.response_class(body + b"\n", content_type=self.mimetype)

@@ -7,7 +7,8 @@ import pytest
 
 from api.presence.schemas import presence_query_schema
 from api.validation import load_query
-from tests.factories import message_texts, open_direct, poll, send, sign_up
+from tests.factories import create_group, message_texts, open_direct, poll, send, sign_up
+from tests.spec import operations
 
 
 def assert_error(response, status: int, code: str | None = None) -> dict:
@@ -72,6 +73,31 @@ def test_the_body_must_be_a_json_object(client, pair):
     assert_error(client.post(url, json=["hi"], headers=ann.auth), 422)
     assert_error(client.post(url, json="hi", headers=ann.auth), 422)
     assert_nothing_written(client, ann, ben, cid)
+
+
+JSON_BODY_OPERATIONS = [operation for operation in operations() if operation.request_schema]
+
+
+def send_body(client, pair, operation, body: str):
+    """``body`` sent as JSON by Ann to ``operation``, aimed at a group of hers with Ben."""
+    ann, ben, _ = pair
+    group = create_group(client, ann, [ben])
+    return client.open(
+        operation.url(conversation_id=group, user_id=ben.id),
+        method=operation.method,
+        data=body,
+        headers={**ann.auth, "Content-Type": "application/json"},
+    )
+
+
+@pytest.mark.parametrize("operation", JSON_BODY_OPERATIONS, ids=str)
+@pytest.mark.parametrize(
+    "body", ["[" * 5000, "[" * 5000 + "]" * 5000, '{"a":' * 5000], ids=["open", "closed", "objects"]
+)
+def test_a_body_nested_too_deeply_is_malformed(client, pair, operation, body):
+    """Nesting past the interpreter's recursion limit is refused like any body
+    that cannot be read, not answered with a 500."""
+    assert_error(send_body(client, pair, operation, body), 400, "malformed_json")
 
 
 def test_huge_bodies_are_refused_before_they_are_read(client, pair):
