@@ -81,5 +81,7 @@ def test_look_users_up_by_id_and_username(client):
     assert [u["id"] for u in found.get_json()["users"]] == [ivy.id]
     none = client.get("/v1/users", query_string={"username": "zed"}, headers=hank.auth)
     assert none.get_json()["users"] == []
+    near = client.get("/v1/users", query_string={"username": "ivy\n"}, headers=hank.auth)
+    assert near.get_json()["users"] == []
     missing = client.get("/v1/users/999999", headers=hank.auth)
     assert missing.status_code == 404

@@ -245,6 +245,7 @@ def test_bad_conversations_are_refused(client, pair, body):
         {"username": "ab", "password": "long enough"},
         {"username": "has space", "password": "long enough"},
         {"username": "x" * 33, "password": "long enough"},
+        {"username": "okname\n", "password": "long enough"},
         {"username": "okname", "password": "short"},
         {"username": "okname", "password": "long enough", "display_name": "nul\x00"},
         {"username": "okname", "password": "long enough", "admin": True},

@@ -3,7 +3,7 @@ from marshmallow import Schema, fields, validate
 from api.validation import StrictBoolean, check_storable_text
 
 USERNAME = validate.Regexp(
-    r"^[A-Za-z0-9_.-]{3,32}$",
+    r"^[A-Za-z0-9_.-]{3,32}\Z",  # not "$", which also matches before a final newline
     error="3 to 32 letters, digits, '_', '.' or '-'.",
 )
 
