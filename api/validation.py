@@ -112,6 +112,21 @@ class IdConverter(IntegerConverter):
     regex = digits_at_most(ID_MAX)
 
 
+class HeaderText(fields.String):
+    """A request header's value, read as the UTF-8 the client sent: WSGI hands
+    header values over as Latin-1 text (a character per byte), in which "é"
+    would read "Ã©"."""
+
+    default_error_messages: ClassVar[dict[str, str]] = {"not_utf8": "Not valid UTF-8."}
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> str:
+        wsgi_text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return wsgi_text.encode("latin-1").decode("utf-8")
+        except UnicodeError as exc:
+            raise self.make_error("not_utf8") from exc
+
+
 class IdList(fields.Field):
     """A comma-separated list of ids in a query string: ``user_ids=3,5,8``."""
 

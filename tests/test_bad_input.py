@@ -298,6 +298,17 @@ def test_a_bad_idempotency_key_header_is_named(client, pair):
     assert_nothing_written(client, ann, ben, cid)
 
 
+def test_an_idempotency_key_header_that_is_not_utf8_is_named(client, pair):
+    ann, ben, cid = pair
+    response = client.post(
+        f"/v1/conversations/{cid}/messages",
+        json={"text": "hi"},
+        headers={**ann.auth, "Idempotency-Key": b"key-\xff".decode("latin-1")},  # as WSGI has it
+    )
+    assert "Idempotency-Key" in assert_error(response, 422, "invalid_input")["details"]
+    assert_nothing_written(client, ann, ben, cid)
+
+
 def test_an_unknown_field_named_by_a_lone_surrogate_is_named_back(client, pair):
     """The error names the field it refuses; UTF-8 cannot carry the name, so it
     comes back escaped, in valid JSON."""

@@ -109,6 +109,27 @@ def test_a_retry_returns_the_original_message_never_a_twin(client):
     assert [e["message"]["text"] for e in poll(client, ben)["entries"]] == ["once"]
 
 
+def test_an_idempotency_key_header_is_read_as_utf8(client):
+    """A WSGI server hands the header's bytes over as Latin-1; the key is the
+    UTF-8 text the client sent, the same as in the body."""
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    cid = open_direct(client, ann, ben)
+    as_wsgi = "ключ-2".encode().decode("latin-1")
+    by_header = client.post(
+        f"/v1/conversations/{cid}/messages",
+        json={"text": "once"},
+        headers={**ann.auth, "Idempotency-Key": as_wsgi},
+    )
+    assert by_header.status_code == 201
+    assert by_header.get_json()["client_msg_id"] == "ключ-2"
+    in_both = client.post(
+        f"/v1/conversations/{cid}/messages",
+        json={"text": "once", "client_msg_id": "ключ-2"},
+        headers={**ann.auth, "Idempotency-Key": as_wsgi},
+    )
+    assert in_both.status_code == 200 and in_both.get_json() == by_header.get_json()
+
+
 def test_reusing_a_client_msg_id_for_other_text_is_a_conflict(client):
     ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
     cid = open_direct(client, ann, ben)

@@ -1,7 +1,7 @@
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from api.context import this_app
-from api.validation import ID_MAX, check_limit, check_storable_text
+from api.validation import ID_MAX, HeaderText, check_limit, check_storable_text
 
 CLIENT_MSG_ID = [validate.Length(min=1, max=64), check_storable_text]
 
@@ -25,7 +25,7 @@ class MessageSchema(Schema):
 
 
 class IdempotencyKeySchema(Schema):
-    key = fields.String(required=True, validate=CLIENT_MSG_ID, data_key="Idempotency-Key")
+    key = HeaderText(required=True, validate=CLIENT_MSG_ID, data_key="Idempotency-Key")
 
 
 class HistoryQuerySchema(Schema):
