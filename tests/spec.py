@@ -87,5 +87,13 @@ def operations() -> tuple[Operation, ...]:
     return tuple(found)
 
 
+def documentation(operation: Operation, status: int) -> str:
+    """What the contract says of ``operation`` answering ``status``: the operation's
+    description and the response's."""
+    described = document()["paths"][operation.path][operation.method.lower()]
+    response = _resolve(described["responses"][str(status)])
+    return f"{described.get('description', '')}\n{response.get('description', '')}"
+
+
 def authenticated_operations() -> list[Operation]:
     return [operation for operation in operations() if operation.needs_token]

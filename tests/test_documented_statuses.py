@@ -17,7 +17,7 @@ from sqlalchemy import delete
 from api.accounts.models import User
 from api.db import db
 from tests.factories import PASSWORD, Person, create_group, log_in, open_direct, send, sign_up
-from tests.spec import Operation, operations
+from tests.spec import Operation, documentation, operations
 from workers.inbox_pruner import InboxPruner
 
 REACHED_ELSEWHERE = {500, 503}
@@ -274,6 +274,27 @@ def test_every_documented_status_is_reachable(scene, op, status):
     assert response.status_code == status, response.get_data(as_text=True)[:300]
     if status == 405:  # the answer names the method the POST should have asked for
         assert dict(op.required_headers)["X-HTTP-Method-Override"] in response.headers["Allow"]
+
+
+# The requests naming a user who does not exist, and the field that named them.
+NAMING_NOBODY = {
+    "getPresence": (
+        "user_ids",
+        lambda s, op: s.call(op, query_string={"user_ids": f"{s.ben.id},{MISSING_ID}"}),
+    ),
+    "openConversation": ("member_ids", RECIPES["openConversation"][422]),
+    "addMembers": ("member_ids", RECIPES["addMembers"][422]),
+}
+
+
+@pytest.mark.parametrize(
+    "op", [op for op in operations() if op.operation_id in NAMING_NOBODY], ids=str
+)
+def test_unknown_users_are_listed_under_the_field_sent_as_documented(scene, op):
+    field, request = NAMING_NOBODY[op.operation_id]
+    error = request(scene, op).get_json()["error"]
+    assert (error["code"], error["details"]) == ("unknown_users", {field: [MISSING_ID]})
+    assert f"`details.{field}`" in documentation(op, 422)
 
 
 OUT_OF_RANGE_IDS = [0, 2**63]  # ids are 1 to 2^63-1
