@@ -10,6 +10,7 @@ hold (and which 400 or 422 it earns) stays as it was.
 """
 
 import json
+import sys
 from typing import Any
 
 import orjson
@@ -19,6 +20,20 @@ from flask.json.provider import DefaultJSONProvider
 # Keys in the order given; ints as keys (marshmallow's errors for list items);
 # dates as Flask writes them (its ``default``), not orjson's ISO 8601.
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+class IntegerTooLong(ValueError):
+    """A JSON integer with more digits than Python converts: valid JSON, but no
+    value any field takes."""
+
+
+def _integer(digits: str) -> int:
+    try:
+        return int(digits)
+    except ValueError as exc:  # past sys.get_int_max_str_digits()
+        raise IntegerTooLong(
+            f"A number has more than {sys.get_int_max_str_digits()} digits."
+        ) from exc
 
 
 class OrjsonProvider(DefaultJSONProvider):
@@ -45,12 +60,13 @@ class OrjsonProvider(DefaultJSONProvider):
             return json.dumps(obj, default=self.default, separators=(",", ":")).encode()
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        """Request bodies, read by the standard library. A body nested deeper than
-        the interpreter's recursion limit is refused like any undecodable body
-        (a ValueError, which the request's ``get_json`` answers), not left to
-        escape as a RecursionError (a 500)."""
+        """Request bodies, read by the standard library. Whatever cannot be read
+        raises a ValueError, the only error a request's ``get_json`` answers: a
+        body nested deeper than the interpreter's recursion limit too (not a
+        RecursionError, a 500), and an integer too long to convert raises the
+        IntegerTooLong kind (valid JSON, which ``load_json`` answers with 422)."""
         try:
-            return json.loads(s, **kwargs)
+            return json.loads(s, parse_int=_integer, **kwargs)
         except RecursionError as exc:
             raise ValueError("The body nests too deeply.") from exc
 

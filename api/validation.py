@@ -11,6 +11,7 @@ from werkzeug.routing import IntegerConverter
 
 from api.context import this_app, this_request
 from api.errors import ApiError
+from api.json_io import IntegerTooLong
 
 ID_MAX = 2**63 - 1  # BIGINT: larger ids cannot exist, so they are bad input, not 404
 QUERIES_REMEMBERED = 4096  # validated query strings each process keeps (see load_query)
@@ -18,15 +19,21 @@ _PLAIN = (str, int, float, bool, type(None))  # immutable: shared safely between
 
 
 def load_json(schema: Schema) -> dict[str, Any]:
-    """The request's JSON body, validated; 415, 400 or 422 otherwise."""
+    """The request's JSON body, validated; 415, 400 or 422 otherwise. A body that
+    is JSON but not an object is refused by the schema (``null`` as ``[]``), and
+    one with an integer too long for Python as a whole: a 422, the 400 is for
+    bodies that cannot be read."""
     asked = this_request()
     if asked.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
     if asked.content_length is None:
         _refuse_a_stream_past_the_limit(asked)
-    body = asked.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "malformed_json", "The body is not valid JSON.")
+    try:
+        body = this_app().json.loads(asked.get_data())
+    except IntegerTooLong as exc:
+        raise ValidationError({"_schema": [str(exc)]}) from exc
+    except ValueError as exc:
+        raise ApiError(400, "malformed_json", "The body is not valid JSON.") from exc
     return schema.load(body)
 
 

@@ -70,8 +70,11 @@ def test_the_body_must_be_a_json_object(client, pair):
         client.post(url, data="text=hi", headers={**ann.auth, "Content-Type": "text/plain"}), 415
     )
     assert_error(client.post(url, data="text=hi", headers=ann.auth), 415)
-    assert_error(client.post(url, json=["hi"], headers=ann.auth), 422)
-    assert_error(client.post(url, json="hi", headers=ann.auth), 422)
+    for body in ('["hi"]', '"hi"', "null"):
+        response = client.post(
+            url, data=body, headers={**ann.auth, "Content-Type": "application/json"}
+        )
+        assert "_schema" in assert_error(response, 422, "invalid_input")["details"]
     assert_nothing_written(client, ann, ben, cid)
 
 
@@ -98,6 +101,22 @@ def test_a_body_nested_too_deeply_is_malformed(client, pair, operation, body):
     """Nesting past the interpreter's recursion limit is refused like any body
     that cannot be read, not answered with a 500."""
     assert_error(send_body(client, pair, operation, body), 400, "malformed_json")
+
+
+@pytest.mark.parametrize("operation", JSON_BODY_OPERATIONS, ids=str)
+@pytest.mark.parametrize("body", ["null", "[]"])
+def test_json_that_is_not_an_object_is_refused_as_a_whole(client, pair, operation, body):
+    error = assert_error(send_body(client, pair, operation, body), 422, "invalid_input")
+    assert error["details"] == {"_schema": ["Invalid input type."]}
+
+
+@pytest.mark.parametrize("operation", JSON_BODY_OPERATIONS, ids=str)
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_an_integer_too_long_for_python_is_refused_as_a_whole(client, pair, operation, sign):
+    """Valid JSON, but past the digits Python converts (4,300): no field takes it."""
+    body = '{"member_ids": [' + sign + "9" * 5000 + "]}"
+    error = assert_error(send_body(client, pair, operation, body), 422, "invalid_input")
+    assert error["details"] == {"_schema": ["A number has more than 4300 digits."]}
 
 
 def test_huge_bodies_are_refused_before_they_are_read(client, pair):
