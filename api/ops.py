@@ -47,7 +47,8 @@ def readyz():
 @bp.get("/metrics")
 def metrics():
     """Prometheus metrics (summed over every worker process in multiprocess mode)."""
-    return Response(generate_latest(registry()), mimetype=CONTENT_TYPE_LATEST)
+    # As content_type, taken as is: as a mimetype, werkzeug would add a second charset.
+    return Response(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/openapi.yaml")

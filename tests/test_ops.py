@@ -63,6 +63,11 @@ def test_metrics_count_polls(client):
     assert 'parley_polls_total{mode="short",outcome="empty"}' in text
 
 
+def test_metrics_say_their_format_and_charset_once(client):
+    response = client.get("/metrics")
+    assert response.headers["Content-Type"] == "text/plain; version=1.0.0; charset=utf-8"
+
+
 def test_responses_are_never_cached(client):
     ben = sign_up(client, "ben")
     response = client.get("/v1/inbox", headers=ben.auth)
