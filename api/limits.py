@@ -1,16 +1,23 @@
 """Rate limits: sends per user, log-ins per username and per address, sign-ups
 per address. Counted in Redis when there is one (every process shares the
-counts), else in process. A limit answers 429 with ``Retry-After`` and the
-``X-RateLimit-*`` headers; if Redis fails, requests are let through rather than
-refused (a rate limit must not take the service down)."""
+counts), else in process. Every answer of a limited view carries the
+``X-RateLimit-*`` headers, and a limit reached answers 429 with ``Retry-After``;
+if Redis fails, requests are let through rather than refused (a rate limit must
+not take the service down)."""
 
-from flask import Flask
+import logging
+import time
+
+import redis
+from flask import Flask, Response
 from flask_limiter import Limiter
 from flask_limiter._extension import LimiterContext
 from flask_limiter.util import get_remote_address
 
 from api.auth import authenticate
 from api.context import this_app, this_g, this_request
+
+log = logging.getLogger(__name__)
 
 
 def _user_key() -> str:
@@ -71,6 +78,26 @@ class ViewLimiter(Limiter):
             return super().context
         return _NO_LIMITS
 
+    def add_headers(self, response: Response) -> Response:
+        """The headers of the limit the request counted against. flask-limiter's
+        own (turned off) put ``Retry-After`` on every answer of a limited view, a
+        201 as well, and over a 503's own: a sign-up that met a database outage
+        was told to come back in an hour."""
+        limit = self.current_limit
+        if limit is None:
+            return response
+        try:
+            reset_at, remaining = limit.reset_at, limit.remaining
+        except redis.RedisError as exc:  # the answer goes without them
+            log.warning("rate limit headers left out: %s", exc)
+            return response
+        response.headers["X-RateLimit-Limit"] = str(limit.limit.amount)
+        response.headers["X-RateLimit-Remaining"] = str(remaining)
+        response.headers["X-RateLimit-Reset"] = str(reset_at)
+        if response.status_code == 429:
+            response.headers["Retry-After"] = str(int(reset_at - time.time()))
+        return response
+
 
 def init_limits(app: Flask) -> None:
     """Attach a limiter to ``app`` and the limits to its views (call after the
@@ -81,7 +108,7 @@ def init_limits(app: Flask) -> None:
         storage_uri=app.config["REDIS_URL"] or "memory://",
         key_prefix=app.config["REDIS_PREFIX"] + "limits",
         strategy="fixed-window",  # one counter per key: the cheapest check
-        headers_enabled=True,
+        headers_enabled=False,  # ViewLimiter.add_headers adds them
         swallow_errors=True,
         enabled=app.config["RATE_LIMITS_ENABLED"],
     )
@@ -90,4 +117,5 @@ def init_limits(app: Flask) -> None:
             app.view_functions[endpoint] = limiter.limit(
                 _setting(setting), key_func=key_func, scope=setting
             )(app.view_functions[endpoint])
+    app.after_request(limiter.add_headers)
     app.extensions["parley.limiter"] = limiter

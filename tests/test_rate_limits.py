@@ -1,5 +1,6 @@
 """Rate limits answer 429 with Retry-After and the rate-limit headers, per user or name."""
 
+from api.errors import RETRY_AFTER_S
 from tests.factories import PASSWORD, log_in, send, sign_up
 
 
@@ -39,6 +40,29 @@ def test_sign_ups_are_limited_per_address(make_app):
     sign_up(client, "ben")
     third = client.post("/v1/users", json={"username": "cat", "password": PASSWORD})
     assert third.status_code == 429
+
+
+def test_only_a_refusal_says_when_to_retry(make_app, pair):
+    """An answer that went through counts what is left, and asks no one to wait."""
+    client = make_app(RATE_LIMITS_ENABLED=True, RATE_LIMIT_SEND="1 per minute").test_client()
+    ann, _ben, cid = pair
+    sent = send(client, ann, cid, "m0")
+    signed_up = client.post("/v1/users", json={"username": "cat", "password": PASSWORD})
+    for response in (sent, signed_up):
+        assert response.status_code == 201
+        assert "X-RateLimit-Remaining" in response.headers
+        assert "Retry-After" not in response.headers
+
+
+def test_a_failure_of_a_limited_view_keeps_its_own_retry_after(make_app):
+    """A database outage on sign-up is retried in seconds, not when the hour's
+    window of sign-ups resets."""
+    broken = make_app(
+        RATE_LIMITS_ENABLED=True, DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/none"
+    ).test_client()
+    response = broken.post("/v1/users", json={"username": "ann", "password": PASSWORD})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(RETRY_AFTER_S)
 
 
 def test_unlimited_views_carry_no_rate_limit_headers(make_app, pair):
