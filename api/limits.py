@@ -6,6 +6,7 @@ if Redis fails, requests are let through rather than refused (a rate limit must
 not take the service down)."""
 
 import logging
+import math
 import time
 
 import redis
@@ -87,15 +88,18 @@ class ViewLimiter(Limiter):
         if limit is None:
             return response
         try:
-            reset_at, remaining = limit.reset_at, limit.remaining
+            resets_at, remaining = limit.window  # seconds since the epoch, not rounded
         except redis.RedisError as exc:  # the answer goes without them
             log.warning("rate limit headers left out: %s", exc)
             return response
         response.headers["X-RateLimit-Limit"] = str(limit.limit.amount)
         response.headers["X-RateLimit-Remaining"] = str(remaining)
-        response.headers["X-RateLimit-Reset"] = str(reset_at)
+        response.headers["X-RateLimit-Reset"] = str(math.ceil(resets_at))
         if response.status_code == 429:
-            response.headers["Retry-After"] = str(int(reset_at - time.time()))
+            # Rounded up: a client that comes back sooner is refused again. At
+            # least 1: the window may have ended while the request was answered.
+            wait_s = max(1, math.ceil(resets_at - time.time()))
+            response.headers["Retry-After"] = str(wait_s)
         return response
 
 

@@ -1,5 +1,9 @@
 """Rate limits answer 429 with Retry-After and the rate-limit headers, per user or name."""
 
+from types import SimpleNamespace
+
+import pytest
+
 from api.errors import RETRY_AFTER_S
 from tests.factories import PASSWORD, log_in, send, sign_up
 
@@ -75,3 +79,32 @@ def test_unlimited_views_carry_no_rate_limit_headers(make_app, pair):
     assert polled.status_code == 200
     assert "X-RateLimit-Limit" not in polled.headers
     assert "X-RateLimit-Remaining" not in polled.headers
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # in-process counts: Redis keeps its own time
+@pytest.mark.parametrize(
+    ("limit", "sends", "later_s"),
+    [
+        ("20 per second;600 per minute", 20, 0.9),  # the default; it still holds for 0.1 s
+        ("1 per minute", 1, 29.7),  # it still holds for 30.3 s
+    ],
+)
+def test_a_client_that_waits_retry_after_is_let_through(
+    make_app, pair, monkeypatch, limit, sends, later_s
+):
+    """Retry-After is rounded up, never down: a client that waits what it says
+    is not refused again, however little of the window was left."""
+    now = [1_800_000_000.5]
+    clock = SimpleNamespace(time=lambda: now[0])
+    monkeypatch.setattr("limits.storage.memory.time", clock)  # the in-process counts' clock
+    monkeypatch.setattr("api.limits.time", clock)
+    client = make_app(RATE_LIMITS_ENABLED=True, RATE_LIMIT_SEND=limit).test_client()
+    ann, _ben, cid = pair
+    assert {send(client, ann, cid, f"m{i}").status_code for i in range(sends)} == {201}
+    now[0] += later_s
+    refused = send(client, ann, cid, "too soon")
+    assert refused.status_code == 429
+    wait_s = int(refused.headers["Retry-After"])
+    assert wait_s >= 1
+    now[0] += wait_s
+    assert send(client, ann, cid, "in time").status_code == 201
