@@ -14,6 +14,13 @@ leaves out, and answers the commonest request with less work:
   and takes 24 µs for seven fields where this reader takes 4. A head it refuses
   answers 400 and closes the connection, as gevent answers any other malformed
   request, logging why but no traceback if the client has gone;
+* a request's body read whole before the app runs, with the same time limit
+  per 64 KiB as its head has (a stalled one closes the connection): read by
+  the app, a phone's upload stalled mid-send (a network switch leaves just
+  that) held one of the few turns to work (``api.admission``), and in the
+  embedded mode the one SQLite connection, for as long as the connection
+  stayed open. Bodies wait in memory as a proxy in front buffers them: at
+  most ``MAX_CONTENT_LENGTH`` (and a byte, to tell a longer one) a request;
 * an answer's head and body in one write (gevent sends them apart: two system
   calls, and two TCP segments for the client);
 * a prompt shutdown: gunicorn waits for every connection to end, up to its
@@ -24,13 +31,18 @@ leaves out, and answers the commonest request with less work:
 """
 
 import contextlib
+import errno
+import io
 import re
 import socket
+from functools import cache
 from typing import BinaryIO
 
 import gevent
 from gevent.pywsgi import OldMessage
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
+
+from api.config import load_config
 
 # Each connection's read buffer, held for as long as the connection is open (a
 # longer request takes a few more reads): gevent's default of 8 KiB added a fifth
@@ -45,6 +57,9 @@ MAX_FIELDS = 100
 # A first chunk of an answer's body bigger than this goes out in a write of its
 # own, not copied behind the head.
 HEAD_WITH_BODY_MAX_BYTES = 64 * 1024
+
+# A request's body is read in reads of this much, each within the time limit.
+BODY_READ_BYTES = 64 * 1024
 
 # How long a shutdown leaves a connection that has answered nothing yet (its
 # first request may be on its way) before it closes it.
@@ -103,13 +118,19 @@ def _check_fields(fields: OldMessage, http_version: str) -> None:
         raise BadHead("more than one Host")
 
 
+@cache
+def _body_max_bytes() -> int:
+    return load_config()["MAX_CONTENT_LENGTH"]
+
+
 class KeepAliveHandler(PyWSGIHandler):
     """gevent's WSGI handler, with gunicorn's time limit: a connection whose next
     request's head (its line and headers, all of them, however slowly they drip
     in) has not come within ``keepalive`` seconds is closed. gevent's own waits
-    for ever. As under gunicorn, reading a body and sending an answer have no
-    limit: the kernel buffers megabytes of an answer, and a slow client drains
-    them for longer than any fixed limit."""
+    for ever. Its body is read before the app runs, each read of it within the
+    same limit. Sending an answer has none, as under gunicorn: the kernel
+    buffers megabytes of an answer, and a slow client drains them for longer
+    than any fixed limit."""
 
     answered = False  # has answered a request on this connection
     _closing = False  # closed by a shutdown while it waited for a request
@@ -188,6 +209,39 @@ class KeepAliveHandler(PyWSGIHandler):
         self._closing = True
         with contextlib.suppress(OSError):
             raw.shutdown(socket.SHUT_RDWR)  # its wait ends: it closes
+
+    def run_application(self) -> None:
+        self._read_body_first()
+        super().run_application()
+
+    def _read_body_first(self) -> None:
+        """Read the request's body into memory for the app (one too long for it is
+        left unread, or read a byte past the limit: the app answers 413). A read
+        that takes longer than the head may closes the connection, as a client
+        gone would."""
+        environ = self.environ
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        limit = _body_max_bytes()
+        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+            length = limit + 1
+        elif not 0 < length <= limit:
+            return
+        body = bytearray()
+        stalled = ConnectionResetError(errno.ECONNRESET, "the request's body stalled")
+        try:
+            while len(body) < length:
+                with gevent.Timeout(self.server.log.cfg.keepalive, stalled):
+                    chunk = self.wsgi_input.read(min(BODY_READ_BYTES, length - len(body)))
+                if not chunk:
+                    break
+                body += chunk
+        except ConnectionResetError:
+            # Shut, so that gevent's reading of the rest (to find the next request)
+            # ends at once; it then closes the connection without a word.
+            with contextlib.suppress(OSError):
+                self.socket.shutdown(socket.SHUT_RDWR)
+            raise
+        environ["wsgi.input"] = io.BytesIO(body)
 
     def read_request(self, raw_requestline: str):
         try:

@@ -175,6 +175,36 @@ def test_connections_left_idle_are_closed(sqlite_template, tmp_path):
         assert "Traceback" not in server.log(), "a client too slow is not the server's error"
 
 
+STALLED_SENDS = 9  # more than a process admits at once (ADMITTED_REQUESTS)
+
+
+def test_sends_whose_bodies_stall_hold_nothing_others_need(sqlite_template, tmp_path):
+    """Phones whose uploads stall halfway (a network switch mid-send) hold no turn
+    to work and no database connection while their bodies do not come, so the
+    embedded server (one SQLite connection) serves everyone else; after
+    KEEPALIVE_S without a byte their connections are closed."""
+    with (
+        embedded_instance("stalled", sqlite_template, tmp_path, KEEPALIVE_S="3") as server,
+        ApiClient(server.url) as client,
+        contextlib.ExitStack() as connections,
+    ):
+        ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+        chat = open_direct(client, ann, ben)
+        stalled = [connections.enter_context(connect(server.url)) for _ in range(STALLED_SENDS)]
+        for connection in stalled:
+            connection.sendall(
+                f"POST /v1/conversations/{chat}/messages HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {ann.token}\r\nContent-Type: application/json\r\n"
+                'Content-Length: 100\r\n\r\n{"text": "half'.encode()
+            )
+
+        assert send(client, ben, chat, "meanwhile").status_code == 201
+        assert message_texts(poll(client, ann)) == ["meanwhile"]
+        for connection in stalled:
+            assert read_until_closed(connection, bound_s=30) == b"", "answered, or never closed"
+        assert "Traceback" not in server.log(), "a client too slow is not the server's error"
+
+
 # Under gunicorn's graceful_timeout (30 s), which the shutdown would otherwise wait out.
 SHUTDOWN_BOUND_S = 15
 
