@@ -33,6 +33,7 @@ leaves out, and answers the commonest request with less work:
 import contextlib
 import errno
 import io
+import json
 import re
 import socket
 from functools import cache
@@ -118,6 +119,21 @@ def _check_fields(fields: OldMessage, http_version: str) -> None:
         raise BadHead("more than one Host")
 
 
+def _refusal(status: str, code: str, message: str) -> bytes:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+        f"Cache-Control: no-store\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+# What a request refused before the app sees it is answered (see KeepAliveHandler._refuse).
+_REFUSALS = {
+    "400": _refusal("400 Bad Request", "bad_request", "The request's head is malformed."),
+    "414": _refusal("414 URI Too Long", "uri_too_long", "The request line is too long."),
+}
+
+
 @cache
 def _body_max_bytes() -> int:
     return load_config()["MAX_CONTENT_LENGTH"]
@@ -151,17 +167,18 @@ class KeepAliveHandler(PyWSGIHandler):
             self.answered = True
         return result
 
-    def _refuse(self, status: str, answer: bytes) -> None:
-        """Send a refused request's answer. gevent's ``handle`` would, but a client
-        gone already (a reset as soon as it sent its head) raised out of the
-        connection's greenlet with a traceback in the log, and it logged the
-        refusal with the connection's previous request. The refusal's own log
-        line says what was wrong."""
+    def _refuse(self, status: str, _bodiless_answer: bytes) -> None:
+        """Answer a refused request, as every error is answered: in JSON, not to be
+        cached (gevent's answer has no body). gevent's ``handle`` would send it,
+        but a client gone already (a reset as soon as it sent its head) raised
+        out of the connection's greenlet with a traceback in the log, and it
+        logged the refusal with the connection's previous request. The refusal's
+        own log line says what was wrong."""
         if status == "414":  # the one refusal gevent does not log
             self.log_error("Invalid request (from %s): request line too long", self.client_address)
         self.status = status
         with contextlib.suppress(OSError):
-            self.socket.sendall(answer)
+            self.socket.sendall(_REFUSALS[status])
 
     def read_requestline(self) -> str:
         self._reading_head = gevent.Timeout.start_new(

@@ -134,8 +134,11 @@ MALFORMED = {
 
 @pytest.mark.parametrize("fields", MALFORMED.values(), ids=MALFORMED.keys())
 def test_malformed_heads_are_refused(server, fields):
+    """With a 400 whose body is JSON, as every error's, and not to be cached."""
     answer = exchange(server.url, request(b"GET", b"/healthz", fields))
     assert statuses(answer) == [b"400"]
+    assert body_of(answer)["error"]["code"] == "bad_request"
+    assert b"\r\nCache-Control: no-store\r\n" in answer.partition(b"\r\n\r\n")[0]
 
 
 RESETS = 10
@@ -176,4 +179,5 @@ def test_a_refused_request_is_not_logged_as_the_one_before_it(sqlite_template, t
 def test_a_request_line_too_long_is_refused_and_logged(server):
     answer = exchange(server.url, request(b"GET", b"/healthz?" + b"a" * 9000, b""))
     assert statuses(answer) == [b"414"]
+    assert body_of(answer)["error"]["code"] == "uri_too_long"
     assert "request line too long" in server.log()
