@@ -110,7 +110,7 @@ def do_log_out(session: Session, auth: Auth) -> None:
     coordinating = coordinator()
     trip = coordinating.trip()
     revoke_cached_token(auth.token_hash, trip)
-    coordinating.hub.end_polls_of(auth.device_id, trip)
+    coordinating.hub.log_out(auth.device_id, trip)
     trip.send()
 
 

@@ -1,6 +1,5 @@
 """What every hub does: hold this process's waiters and wake them after commits."""
 
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -47,10 +46,10 @@ class Hub:
         ``seq``, for the woken polls to answer without reading it back."""
         raise NotImplementedError
 
-    def end_polls_of(self, device_id: int, trip: Trip) -> None:
-        """End the polls this device holds, in every process (others once ``trip`` is
-        sent): it logged out. Each then finds its token gone."""
-        self.waiters.supersede(device_id, time.time())
+    def log_out(self, device_id: int, trip: Trip) -> None:
+        """End the poll this device holds, in whichever process (another once ``trip``
+        is sent): it logged out."""
+        self.waiters.log_out(device_id)
 
     def _announce_poll(self, waiter: Waiter, trip: Trip, holds_for: float) -> None:
         """Tell other processes (in ``trip``) that ``waiter`` replaces its device's

@@ -20,6 +20,7 @@ Channel messages:
                                    may be empty)
     d:<device_id>:<started_at>     a poll of this device began at started_at;
                                    end its older polls
+    x:<device_id>                  this device logged out: end its poll (401)
 
 Every process hears every message, so a poll is announced only when its device
 may hold an older one: each poll marks its device in Redis for as long as it
@@ -34,7 +35,6 @@ import contextlib
 import logging
 import random
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -123,9 +123,8 @@ class RedisHub(Hub):
             lambda pipe: queue_script(pipe, self._hold, keys, args), ignore_reply, _not_announced
         )
 
-    def end_polls_of(self, device_id: int, trip: Trip) -> None:
-        # As a newer poll of the device would: this process hears it too.
-        self._publish(trip, f"d:{device_id}:{time.time()!r}")
+    def log_out(self, device_id: int, trip: Trip) -> None:
+        self._publish(trip, f"x:{device_id}")  # this process hears it too
 
     def answered(self, waiter: Waiter, trip: Trip) -> None:
         keys, args = [self._held_key(waiter)], [repr(waiter.started_at)]
@@ -191,6 +190,8 @@ class RedisHub(Hub):
         elif kind == "d":
             device_id, _, started_at = rest.partition(":")
             self.waiters.supersede(int(device_id), float(started_at))
+        elif kind == "x":
+            self.waiters.log_out(int(rest))
 
     def _deliver(self, rest: bytes) -> None:
         """An ``e:`` message: its entry is decoded only if a user has a waiter here,

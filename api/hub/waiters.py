@@ -19,7 +19,8 @@ class Carried:
 
 class Waiter:
     """One held long poll: an event to wake it, and whether it must end now (a newer
-    poll of its device replaced it, or the process is shutting down).
+    poll of its device replaced it, its device logged out, or the process is
+    shutting down).
 
     The events come from ``threading``, which gevent's monkey-patching makes
     cooperative: under gunicorn a waiter costs a greenlet, and in a plain test
@@ -31,6 +32,7 @@ class Waiter:
         self.device_id = device_id
         self.started_at = time.time()  # wall clock: compared across processes
         self.ended = False
+        self.logged_out = False  # ended by its device's log-out
         self.asleep = False  # blocked in wait(): registered and past its re-check
         self._event = threading.Event()
         self._carried: list[Carried] = []
@@ -137,6 +139,14 @@ class WaiterRegistry:
         with self._lock:
             waiter = self._by_device.get(device_id)
         if waiter is not None and waiter.started_at < started_before:
+            self._end(waiter)
+
+    def log_out(self, device_id: int) -> None:
+        """End this device's poll: the device logged out."""
+        with self._lock:
+            waiter = self._by_device.get(device_id)
+        if waiter is not None:
+            waiter.logged_out = True
             self._end(waiter)
 
     @staticmethod

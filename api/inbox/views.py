@@ -10,7 +10,6 @@ from api.context import this_app, this_request
 from api.inbox import actions
 from api.inbox.answered import Answered, answered_early
 from api.inbox.schemas import ack_schema, batch_schema, poll_query_schema
-from api.lifecycle import shutting_down
 from api.metrics import POLLS
 from api.presence.actions import note_poll
 from api.validation import load_json, load_query
@@ -73,8 +72,8 @@ def poll():
             after = actions.stored_cursor(auth, position)
         limit = query.get("limit", config["INBOX_LIMIT_DEFAULT"])
         batch = actions.poll_inbox(start, after, limit)
-        if start.waiter is not None and start.waiter.ended and not shutting_down(app):
-            authenticate(auth.token_hash)  # ended by a newer poll, or by a log-out: 401
+        if start.waiter is not None and start.waiter.logged_out:
+            authenticate(auth.token_hash)  # the 401 of a token logged out
     outcome = "entries" if batch.entries else ("timeout" if timeout else "empty")
     _POLLS["long" if timeout else "short", outcome].inc()
     # Made here, not by Flask from the view's dict: its checks of what a view
