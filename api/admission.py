@@ -14,7 +14,9 @@ bound themselves: ``api.gathering``), so thousands of held polls keep nobody
 out. Coming back, it goes before the new requests: its client has waited
 through the whole poll already, and under overload the server finishes the
 work it started (and sheds new work with 503s) rather than let a poll's answer
-come too late for the client that is still waiting for it.
+come too late for the client that is still waiting for it. One that ran out its
+time with nothing to answer takes no turn at all: its empty answer is due at
+once (a proxy in front cuts the request soon after), and costs next to nothing.
 
 A send goes ahead of the new requests too (its view is marked ``goes_ahead``):
 its wait for a turn is its message's latency, for every member. The polls it
@@ -108,16 +110,29 @@ def goes_ahead(view: Callable) -> Callable:
     return view
 
 
+class Aside:
+    """A request that has given its turn back (``stepping_aside``)."""
+
+    rejoins = True
+
+    def answer_without_a_turn(self) -> None:
+        """What is left of the request is too little to queue for: a long poll that
+        ran out its time answers an empty batch, which a client behind a proxy
+        must have within the poll's timeout, not one wait for a turn later."""
+        self.rejoins = False
+
+
 @contextmanager
-def stepping_aside() -> Iterator[None]:
+def stepping_aside() -> Iterator[Aside]:
     """Give this request's turn back for the block (a long poll's wait); take a
     new one after it, before any new request (it may still raise the 503 of a
-    busy server)."""
+    busy server), unless the block answers without one."""
     admission: Admission = this_app().extensions["parley.admission"]
     admitted = this_g().get("admitted", False)
     admission.leave()
+    aside = Aside()
     try:
-        yield
+        yield aside
     finally:
-        if admitted:
+        if admitted and aside.rejoins:
             admission.enter(ahead=True)

@@ -92,6 +92,22 @@ def test_a_send_takes_the_next_turn_before_new_polls(make_app):
         assert message_texts(polled.result(timeout=10)) == ["first in line"]
 
 
+def test_a_long_poll_that_runs_out_its_time_answers_without_a_turn(make_app, pair):
+    """Its empty answer is due when its time is up (a proxy in front cuts it soon
+    after), and costs too little to queue for: it comes though every turn is taken."""
+    app = make_app(ADMITTED_REQUESTS=1, ADMISSION_WAIT_S=10)
+    _ann, ben, _chat = pair
+    cursor = poll(app.test_client(), ben)["cursor"]
+    held = long_poll_in_background(app, ben, after=cursor, timeout=1)
+    wait_until_waiting(app)
+
+    with app.test_request_context():
+        app.extensions["parley.admission"].enter()  # the only turn, held throughout
+        body, _seconds = held.result(timeout=30)
+
+    assert body == {"entries": [], "cursor": cursor, "has_more": False}
+
+
 def waiting_for_a_turn() -> float:
     """The gauge /metrics shows, read in process (a request made from inside a
     request context would share its turn)."""

@@ -498,11 +498,12 @@ def poll_inbox(start: PollStart, after: int, limit: int) -> Batch:
     # No turn to work while it waits, nor for its reads: the polls woken together
     # read together (at most two statements of a process in flight), however few
     # turns are free. It takes one again to answer.
-    with stepping_aside():
+    with stepping_aside() as aside:
         while True:
             db.release()  # nor a connection
             woken = waiter.wait(max(0.0, (read_at or start.deadline) - time.monotonic()))
             if waiter.ended or not (woken or read_at):
+                aside.answer_without_a_turn()
                 return Batch(cursor=after)
             waiter.arm()  # before the re-read, never after
             # What the wake-ups carried, if it is the next entry; else straight to
