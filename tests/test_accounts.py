@@ -1,7 +1,16 @@
 from sqlalchemy import select
 
 from api.accounts.models import Device, User
-from tests.factories import PASSWORD, log_in, scaled_only, sign_up
+from tests.factories import (
+    PASSWORD,
+    log_in,
+    message_texts,
+    open_direct,
+    poll,
+    scaled_only,
+    send,
+    sign_up,
+)
 
 
 def test_sign_up_log_in_and_see_my_profile(client):
@@ -52,6 +61,39 @@ def test_each_login_is_a_device_and_logging_out_revokes_only_that_one(client):
     assert client.delete("/v1/sessions/current", headers=phone.auth).status_code == 204
     assert client.get("/v1/users/me", headers=phone.auth).status_code == 401
     assert client.get("/v1/users/me", headers=laptop.auth).status_code == 200
+
+
+def test_a_logged_out_device_id_is_never_given_to_a_new_log_in(client, pair):
+    """The newest device logs out: the next log-in, by anyone, gets a new id, and
+    its first poll (from its stored cursor) has every entry waiting for it. With
+    the id given again, the new device went on from the cursor its predecessor
+    had confirmed, skipping as many of its own entries."""
+    ann, ben, cid = pair
+    for text in ("one", "two", "three"):
+        send(client, ann, cid, text)
+    cursor = poll(client, ben)["cursor"]
+    poll(client, ben, after=cursor)  # confirmed
+    assert client.delete("/v1/sessions/current", headers=ben.auth).status_code == 204
+
+    cat = sign_up(client, "cat")
+    assert cat.device_id > ben.device_id
+    send(client, ann, open_direct(client, ann, cat), "welcome")
+    assert message_texts(poll(client, cat)) == ["welcome"]
+
+
+def test_a_new_device_goes_by_its_stored_cursor_whatever_its_id_had_cached(app, client, pair):
+    """What a cache still holds under an id (a device deleted before its table
+    stopped reusing ids, a Redis key outliving a database) does not move a new
+    device's cursor."""
+    ann, ben, cid = pair
+    send(client, ann, cid, "one")
+    next_device_id = ben.device_id + 1
+    app.extensions["parley.hub"].hints.raise_to(
+        {f"{app.extensions['parley.hub'].keys.prefix}cursor:{next_device_id}": 5}, ttl=60
+    )
+    tablet = log_in(client, "ben", device_name="tablet")
+    assert tablet.device_id == next_device_id
+    assert message_texts(poll(client, tablet)) == ["one"]
 
 
 @scaled_only

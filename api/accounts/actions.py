@@ -14,7 +14,7 @@ from api.auth import Auth, new_token, remember_token, revoke_cached_token
 from api.context import this_app
 from api.errors import ApiError
 from api.hub import coordinator
-from api.inbox.actions import remember_cursor
+from api.inbox.actions import remember_new_cursor
 from api.inbox.heads import remember_heads
 from api.presence.actions import do_sync_presence
 
@@ -88,7 +88,7 @@ def _remember_device(auth: Auth, cursor: int, head: int) -> None:
     other does: no database query when nothing is new."""
     trip = coordinator().trip()
     remember_token(auth, trip)
-    remember_cursor(auth, cursor, trip)
+    remember_new_cursor(auth, cursor, trip)
     remember_heads({auth.user_id: head}, trip)
     trip.send()
 

@@ -33,6 +33,9 @@ class User(Base):
 
 class Device(Base):
     __tablename__ = "devices"
+    # A log-out deletes the device, and what is cached about it is keyed by its
+    # id: SQLite must not hand that id to the next log-in (see migration 0003).
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[id_pk]
     user_id: Mapped[int] = mapped_column(

@@ -319,6 +319,14 @@ def remember_cursor(auth: Auth, cursor: int, trip: Trip | None = None) -> None:
     _remember_cursors({auth.device_id: cursor}, trip)
 
 
+def remember_new_cursor(auth: Auth, cursor: int, trip: Trip) -> None:
+    """Cache a new device's cursor as stored, in ``trip``: set, not raised, so that
+    nothing cached under its id before (see migration 0003) speaks for it."""
+    coordinator().hints.set(
+        _cursor_key(auth.device_id), str(cursor), this_app().config["CURSOR_CACHE_TTL_S"], trip=trip
+    )
+
+
 def _remember_cursors(cursors: dict[int, int], trip: Trip | None = None) -> None:
     coordinator().hints.raise_to(
         {_cursor_key(device_id): cursor for device_id, cursor in cursors.items()},
