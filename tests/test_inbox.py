@@ -325,6 +325,43 @@ def test_an_empty_poll_by_a_known_device_takes_one_redis_round_trip(app, client,
 
 
 @scaled_only
+def test_a_poll_that_confirms_takes_one_redis_round_trip(make_app, client, pair, monkeypatch):
+    """Its confirmation rides in the round trip that starts it, and every process
+    goes on from it at once."""
+    ann, ben, cid = pair
+    for text in ("one", "two"):
+        send(client, ann, cid, text)
+    cursor = poll(client, ben)["cursor"]
+    app = client.application
+    with redis_round_trips(app, monkeypatch) as trips:
+        assert poll(client, ben, after=cursor)["entries"] == []
+    assert len(trips) == 1
+    send(client, ann, cid, "three")
+    assert message_texts(poll(make_app().test_client(), ben)) == ["three"]
+
+
+def test_a_confirmation_the_cached_head_cannot_vouch_for_is_checked_in_the_database(
+    app, client, pair
+):
+    """The cached head is behind (a raise of it was lost): a confirmation up to
+    the real head counts, and one past it is refused."""
+    ann, ben, cid = pair
+    for text in ("one", "two"):
+        send(client, ann, cid, text)
+    coordinator = app.extensions["parley.hub"]
+    stale_head = (f"{coordinator.keys.prefix}head:{ben.id}", "0", 60)
+
+    coordinator.hints.set(*stale_head)
+    assert poll(client, ben, after=2)["entries"] == []
+    coordinator.hints.set(*stale_head)
+    refused = client.get("/v1/inbox", query_string={"after": 3}, headers=ben.auth)
+    assert refused.status_code == 422 and "after" in refused.get_json()["error"]["details"]
+
+    send(client, ann, cid, "three")
+    assert message_texts(poll(client, ben)) == ["three"]
+
+
+@scaled_only
 def test_a_long_poll_that_runs_out_its_time_takes_two_redis_round_trips(
     app, client, pair, monkeypatch
 ):

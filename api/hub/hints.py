@@ -29,6 +29,33 @@ for i, key in ipairs(KEYS) do
 end
 """
 
+# Read KEYS[1] and KEYS[2]; raise the counter KEYS[1] to ARGV[1] only if that
+# is not past the counter KEYS[2] (a cursor past the inbox head is a client's
+# mistake) and, with a guard, KEYS[3] still holds ARGV[3]. Returns both values
+# as read, and 1 if raised (its time to live is ARGV[2]), 0 if it was there
+# already, -1 if the bound is unknown or lower, or the guard fails.
+_GET_AND_RAISE_WITHIN = """
+local current, bound = redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])
+local outcome = -1
+if not KEYS[3] or redis.call('GET', KEYS[3]) == ARGV[3] then
+  local wanted = tonumber(ARGV[1])
+  if current and tonumber(current) >= wanted then
+    outcome = 0
+  elseif bound and tonumber(bound) >= wanted then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+    outcome = 1
+  end
+end
+return {current, bound, outcome}
+"""
+
+# What ``get_and_raise_within_then`` tells of the raise: done, there already, or
+# None (it cannot tell); by the script's reply.
+RAISED, THERE_ALREADY = True, False
+_RAISED_WITHIN = {1: RAISED, 0: THERE_ALREADY}
+OnRead = Callable[[list[str | None]], None]
+OnReadAndRaised = Callable[[list[str | None], bool | None], None]
+
 
 class LocalHints:
     """In-process hints for the embedded mode (one process sees every write)."""
@@ -41,9 +68,7 @@ class LocalHints:
         with self._lock:
             return [self._live(key) for key in keys]
 
-    def get_many_then(
-        self, trip: Trip, keys: list[str], then: Callable[[list[str | None]], None]
-    ) -> None:
+    def get_many_then(self, trip: Trip, keys: list[str], then: OnRead) -> None:
         then(self.get_many(keys))
 
     def raise_to(self, values: dict[str, int], ttl: int, trip: Trip | None = None) -> None:
@@ -53,6 +78,29 @@ class LocalHints:
                 current = self._live(key)
                 if current is None or int(current) <= wanted:
                     self._values[key] = (str(wanted), expires)
+
+    def get_and_raise_within_then(
+        self,
+        trip: Trip,
+        key: str,
+        bound_key: str,
+        value: int,
+        ttl: int,
+        then: OnReadAndRaised,
+        guard: tuple[str, str] | None = None,
+    ) -> None:
+        if guard is not None:
+            raise RuntimeError("the embedded mode has no cached key to guard on")
+        with self._lock:
+            current, bound = self._live(key), self._live(bound_key)
+            if current is not None and int(current) >= value:
+                outcome = THERE_ALREADY
+            elif bound is None or int(bound) < value:
+                outcome = None
+            else:
+                self._values[key] = (str(value), time.monotonic() + ttl)
+                outcome = RAISED
+        then([current, bound], outcome)
 
     def set(
         self,
@@ -83,6 +131,7 @@ class RedisHints:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._raise_to = client.register_script(_RAISE_TO)
+        self._get_and_raise_within = client.register_script(_GET_AND_RAISE_WITHIN)
 
     @redis_timer("hints_get")
     def get_many(self, keys: list[str]) -> list[str | None]:
@@ -92,9 +141,7 @@ class RedisHints:
             log.warning("hint read failed, falling back to the database: %s", exc)
             return [None] * len(keys)
 
-    def get_many_then(
-        self, trip: Trip, keys: list[str], then: Callable[[list[str | None]], None]
-    ) -> None:
+    def get_many_then(self, trip: Trip, keys: list[str], then: OnRead) -> None:
         """Like ``get_many``, in ``trip``: ``then`` gets the values once it is sent."""
 
         def failed(exc: redis.RedisError) -> None:
@@ -114,6 +161,37 @@ class RedisHints:
         keys, args = list(values), [*values.values(), ttl]
         trip.add(
             lambda pipe: queue_script(pipe, self._raise_to, keys, args), ignore_reply, _not_raised
+        )
+
+    def get_and_raise_within_then(
+        self,
+        trip: Trip,
+        key: str,
+        bound_key: str,
+        value: int,
+        ttl: int,
+        then: OnReadAndRaised,
+        guard: tuple[str, str] | None = None,
+    ) -> None:
+        """In ``trip``: read the counters ``key`` and ``bound_key``, and raise
+        ``key`` to ``value`` if that is not past ``bound_key`` and, with a
+        ``guard``, the key ``guard[0]`` still holds ``guard[1]``. ``then`` gets
+        the values as read, and ``RAISED``, ``THERE_ALREADY``, or None when it
+        cannot tell (no bound cached, a lower one, the guard failed, or Redis
+        did): the caller checks the bound itself then."""
+        keys = [key, bound_key, *([guard[0]] if guard else [])]
+        args = [value, ttl, *([guard[1]] if guard else [])]
+
+        def read(reply: list) -> None:
+            current, bound, outcome = reply
+            then(_decoded([current, bound]), _RAISED_WITHIN.get(outcome))
+
+        def failed(exc: redis.RedisError) -> None:
+            log.warning("hint read failed, falling back to the database: %s", exc)
+            then([None, None], None)
+
+        trip.add(
+            lambda pipe: queue_script(pipe, self._get_and_raise_within, keys, args), read, failed
         )
 
     @redis_timer("hints_raise")

@@ -40,12 +40,13 @@ from sqlalchemy.orm import Session
 
 from api.accounts.models import Device, User
 from api.admission import stepping_aside
-from api.auth import Auth
+from api.auth import Auth, TokenClaim
 from api.context import this_app
 from api.conversations.models import Conversation, Membership
 from api.db import db, utcnow
 from api.gathering import GATHERED_MAX, BoundRows, Gatherer
 from api.hub import coordinator
+from api.hub.hints import RAISED, THERE_ALREADY
 from api.hub.trip import Trip
 from api.hub.waiters import Waiter
 from api.inbox.heads import head_key, remember_heads
@@ -414,20 +415,26 @@ def do_confirm(auth: Auth, seq: int, position: Position) -> int:
     return this_app().extensions["parley.cursors"].ask(Confirm(auth.device_id, seq))
 
 
-def confirm_later(auth: Auth, seq: int, position: Position) -> None:
-    """A poll's confirmation of everything up to ``seq``: cached now, so that every
-    process goes on from it, and stored up to ``CURSOR_WRITE_DELAY_S`` later with
-    the process's others meanwhile (its client is told nothing of the write).
+def confirm_later(auth: Auth, seq: int, start: "PollStart") -> None:
+    """A poll's confirmation of everything up to ``seq`` (its start, sent, was
+    ``confirming`` it): cached now, so that every process goes on from it, and
+    stored up to ``CURSOR_WRITE_DELAY_S`` later with the process's others
+    meanwhile (its client is told nothing of the write).
 
     Nothing at all when the cached cursor is there already, so repeating the
-    same ``after`` on empty polls writes nothing.
+    same ``after`` on empty polls writes nothing. The start's round trip raised
+    the cached cursor if the cached head allowed it; if it could not tell, the
+    head is checked here (read if need be), and the cursor raised in a round
+    trip of its own.
     """
-    if position.cursor is not None and position.cursor >= seq:
+    raised, position = start.cursor_raised, start.position
+    if raised is THERE_ALREADY or (position.cursor is not None and position.cursor >= seq):
         return
-    _check_confirmable(auth, seq, position)
-    trip = coordinator().trip()
-    remember_cursor(auth, seq, trip)
-    trip.send()
+    if raised is not RAISED:
+        _check_confirmable(auth, seq, position)
+        trip = coordinator().trip()
+        remember_cursor(auth, seq, trip)
+        trip.send()
     this_app().extensions["parley.cursors.behind"].raise_to(auth.device_id, seq)
 
 
@@ -460,6 +467,7 @@ class PollStart:
         self.deadline = deadline
         self.read_at = read_at
         self.position = Position(None, None)
+        self.cursor_raised: bool | None = None  # see ``polling``
 
     def send(self) -> Position:
         """Send the start's commands; returns the cached cursor and head they read."""
@@ -469,9 +477,15 @@ class PollStart:
     def _found(self, values: list[str | None]) -> None:
         self.position = Position.cached(values)
 
+    def _found_and_raised(self, values: list[str | None], raised: bool | None) -> None:
+        self._found(values)
+        self.cursor_raised = raised
+
 
 @contextmanager
-def polling(auth: Auth, timeout: float) -> Iterator[PollStart]:
+def polling(
+    auth: Auth, timeout: float, confirming: int = 0, claim: TokenClaim | None = None
+) -> Iterator[PollStart]:
     """Begin a poll (a long one if ``timeout``) for the block.
 
     A long poll's waiter is registered first, so no wake-up from then on is
@@ -479,6 +493,10 @@ def polling(auth: Auth, timeout: float) -> Iterator[PollStart]:
     (with the cached cursor) and the waiter's announcement to other processes are
     queued on ``start.trip``; the caller adds its own commands and sends them all
     in one round trip with ``start.send()``.
+
+    A poll ``confirming`` its entries up to a seq raises the cached cursor in that
+    read, if the cached head vouches for the seq (and the ``claim``, if any,
+    holds); ``confirm_later`` does the rest.
     """
     coordinating = coordinator()
     trip = coordinating.trip()
@@ -491,7 +509,17 @@ def polling(auth: Auth, timeout: float) -> Iterator[PollStart]:
     )
     with waiting as waiter:
         start = PollStart(auth, trip, waiter, deadline, _on_the_tick(deadline))
-        coordinating.hints.get_many_then(trip, position_keys(auth), start._found)
+        if confirming:
+            coordinating.hints.get_and_raise_within_then(
+                trip,
+                *position_keys(auth),
+                confirming,
+                this_app().config["CURSOR_CACHE_TTL_S"],
+                start._found_and_raised,
+                guard=(claim.key, claim.value) if claim else None,
+            )
+        else:
+            coordinating.hints.get_many_then(trip, position_keys(auth), start._found)
         yield start
 
 

@@ -52,7 +52,10 @@ def poll():
     app = this_app()
     config = app.config
     timeout = min(query["timeout"], config["LONG_POLL_CAP_S"])
-    with actions.polling(auth, timeout) as start:
+    # Confirming 0 confirms nothing (cursors only move forward), and a HEAD
+    # request, which must be safe, nothing at all.
+    confirming = query.get("after", 0) if this_request().method != "HEAD" else 0
+    with actions.polling(auth, timeout, confirming, claim) as start:
         # Noted as held to its end: a short poll, or a long one that runs out its time.
         noted = note_poll(auth, holds_for=timeout, trip=start.trip, claim=claim)
         position = start.send()
@@ -63,11 +66,9 @@ def poll():
             noted = note_poll(auth, holds_for=timeout)
         if "after" in query:
             after = query["after"]
-            # Confirming 0 confirms nothing (cursors only move forward), and a HEAD
-            # request, which must be safe, nothing at all.
-            if after and this_request().method != "HEAD":
+            if confirming:
                 with _confirmable("after"):
-                    actions.confirm_later(auth, after, position)
+                    actions.confirm_later(auth, after, start)
         else:
             after = actions.stored_cursor(auth, position)
         limit = query.get("limit", config["INBOX_LIMIT_DEFAULT"])
