@@ -63,6 +63,45 @@ def test_each_login_is_a_device_and_logging_out_revokes_only_that_one(client):
     assert client.get("/v1/users/me", headers=laptop.auth).status_code == 200
 
 
+def test_list_my_devices_and_log_a_lost_one_out(client):
+    """From the laptop, the lost phone is logged out (as its own log-out would, in
+    every process); the laptop and other users' devices go on."""
+    phone = sign_up(client, "erin")
+    laptop = log_in(client, "erin", device_name="laptop")
+    finn = sign_up(client, "finn")
+    assert client.get("/v1/users/me", headers=phone.auth).status_code == 200  # token cached
+
+    listed = client.get("/v1/sessions", headers=laptop.auth).get_json()["devices"]
+    assert [(d["device_id"], d["name"], d["current"]) for d in listed] == [
+        (phone.device_id, "phone", False),
+        (laptop.device_id, "laptop", True),
+    ]
+
+    gone = client.delete(f"/v1/sessions/{phone.device_id}", headers=laptop.auth)
+    assert gone.status_code == 204
+    assert client.get("/v1/users/me", headers=phone.auth).status_code == 401
+    assert client.get("/v1/users/me", headers=laptop.auth).status_code == 200
+    listed = client.get("/v1/sessions", headers=laptop.auth).get_json()["devices"]
+    assert [d["device_id"] for d in listed] == [laptop.device_id]
+
+    for device_id in (phone.device_id, finn.device_id):  # gone, and not hers
+        answer = client.delete(f"/v1/sessions/{device_id}", headers=laptop.auth)
+        assert answer.status_code == 404
+        assert answer.get_json()["error"]["code"] == "device_not_found"
+    assert client.get("/v1/users/me", headers=finn.auth).status_code == 200
+
+
+def test_a_lost_device_logged_out_through_a_post_with_method_override(client):
+    gina = sign_up(client, "gina")
+    tablet = log_in(client, "gina", device_name="tablet")
+    response = client.post(
+        f"/v1/sessions/{tablet.device_id}",
+        headers={**gina.auth, "X-HTTP-Method-Override": "DELETE"},
+    )
+    assert response.status_code == 204
+    assert client.get("/v1/users/me", headers=tablet.auth).status_code == 401
+
+
 def test_a_logged_out_device_id_is_never_given_to_a_new_log_in(client, pair):
     """The newest device logs out: the next log-in, by anyone, gets a new id, and
     its first poll (from its stored cursor) has every entry waiting for it. With

@@ -40,13 +40,21 @@ class Scene:
     group: int
 
     def call(self, operation: Operation, person: Person | None = None, **kwargs):
-        """``operation`` as ``person`` (default Ann) on the group, aimed at Ben."""
-        ids = {"conversation_id": self.group, "user_id": self.ben.id} | kwargs.pop("ids", {})
+        """``operation`` as ``person`` (default Ann) on the group, aimed at Ben (or,
+        for a device, at Ann's own)."""
+        ids = self.ids() | kwargs.pop("ids", {})
         person = person or self.ann
         headers = {**person.auth, **dict(operation.required_headers), **kwargs.pop("headers", {})}
         return self.client.open(
             operation.url(**ids), method=operation.method, headers=headers, **kwargs
         )
+
+    def ids(self) -> dict[str, int]:
+        return {
+            "conversation_id": self.group,
+            "user_id": self.ben.id,
+            "device_id": self.ann.device_id,
+        }
 
     def on_an_app_with(self, **settings) -> "Scene":
         """The same people and chats, served by another app on the same database with
@@ -95,7 +103,7 @@ BODY_STATUSES = {
 
 def without_method_override(scene, op):
     """A ``…ViaPost`` operation sent as a plain POST, without the header naming the method."""
-    url = op.url(conversation_id=scene.group, user_id=scene.ben.id)
+    url = op.url(**scene.ids())
     return scene.client.post(url, headers=scene.ann.auth)
 
 
@@ -184,6 +192,11 @@ RECIPES: dict[str, dict[int, Callable]] = {
         429: second_log_in_over_the_limit,
     },
     "logOut": {204: plain},
+    "listDevices": {200: plain},
+    "logOutDevice": {
+        204: plain,
+        404: lambda s, op: s.call(op, ids={"device_id": s.ben.device_id}),
+    },
     "openConversation": {
         200: lambda s, op: s.call(op, s.ben, json={"kind": "direct", "member_ids": [s.ann.id]}),
         201: lambda s, op: s.call(op, json={"kind": "direct", "member_ids": [s.cat.id]}),

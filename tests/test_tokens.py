@@ -69,7 +69,9 @@ def request(client, op: Operation, chats: Chats, conversation: int, authorizatio
     headers = dict(op.required_headers)
     if authorization is not None:
         headers["Authorization"] = authorization
-    url = op.url(conversation_id=conversation, user_id=chats.benedikt.id)
+    url = op.url(
+        conversation_id=conversation, user_id=chats.benedikt.id, device_id=chats.annika.device_id
+    )
     return client.open(url, method=op.method, headers=headers, json=valid_body(op, chats))
 
 

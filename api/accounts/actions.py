@@ -1,6 +1,7 @@
-"""Sign-up, log-in and log-out."""
+"""Sign-up, log-in, a user's devices and log-out."""
 
 import logging
+from typing import Any
 
 import redis
 from argon2 import PasswordHasher
@@ -112,6 +113,35 @@ def do_log_out(session: Session, auth: Auth) -> None:
     revoke_cached_token(auth.token_hash, trip)
     coordinating.hub.log_out(auth.device_id, trip)
     trip.send()
+
+
+def list_devices(session: Session, auth: Auth) -> list[dict[str, Any]]:
+    """The user's devices (their log-ins), oldest first; ``current``: the one asking."""
+    rows = session.execute(
+        select(Device.id, Device.name, Device.created_at)
+        .where(Device.user_id == auth.user_id)
+        .order_by(Device.id)
+    )
+    return [
+        {
+            "device_id": row.id,
+            "name": row.name,
+            "created_at": row.created_at,
+            "current": row.id == auth.device_id,
+        }
+        for row in rows
+    ]
+
+
+def do_log_out_device(session: Session, auth: Auth, device_id: int) -> None:
+    """Log out another of the user's devices (a lost phone), as its own log-out
+    would; 404 for a device that is not the user's, or no longer exists."""
+    token_hash = session.scalar(
+        select(Device.token_hash).where(Device.id == device_id, Device.user_id == auth.user_id)
+    )
+    if token_hash is None:
+        raise ApiError(404, "device_not_found", f"You have no device {device_id}.")
+    do_log_out(session, Auth(device_id, auth.user_id, token_hash))
 
 
 def access_user(session: Session, user_id: int) -> User:

@@ -51,6 +51,15 @@ class SessionSchema(Schema):
     user = fields.Nested(UserSchema)
 
 
+class DeviceSchema(Schema):
+    """One of my devices; ``current`` is the one asking."""
+
+    device_id = fields.Integer()
+    name = fields.String()
+    created_at = fields.DateTime()
+    current = fields.Boolean()
+
+
 class UserLookupSchema(Schema):
     username = fields.String(required=True, validate=LOOKUP_TEXT)
 
@@ -62,3 +71,4 @@ users_schema = UserSchema(many=True)
 log_in_schema = LogInSchema()
 session_schema = SessionSchema()
 user_lookup_schema = UserLookupSchema()
+devices_schema = DeviceSchema(many=True)

@@ -2,6 +2,7 @@ from flask import Blueprint
 
 from api.accounts import actions
 from api.accounts.schemas import (
+    devices_schema,
     log_in_schema,
     me_schema,
     me_update_schema,
@@ -42,6 +43,23 @@ def log_in():
 def log_out():
     """Log this device out; its token stops working everywhere at once."""
     actions.do_log_out(db.session, current_auth())
+    return "", 204
+
+
+@bp.get("/sessions")
+@authenticated
+def list_sessions():
+    """My devices (log-ins), oldest first, the one asking marked ``current``."""
+    with db.statements() as session:
+        return {"devices": devices_schema.dump(actions.list_devices(session, current_auth()))}
+
+
+@bp.delete("/sessions/<id:device_id>")
+@authenticated
+def log_out_device(device_id: int):
+    """Log one of my other devices out (a lost phone); its token stops working
+    everywhere at once."""
+    actions.do_log_out_device(db.session, current_auth(), device_id)
     return "", 204
 
 
