@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 
 from cachetools import LRUCache
 from flask import Flask, Request
-from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
@@ -80,6 +80,17 @@ def check_storable_text(value: str) -> None:
         raise ValidationError("Text must be valid Unicode (no lone surrogates).") from exc
 
 
+IDEMPOTENCY_KEY = [validate.Length(min=1, max=64), check_storable_text]
+
+
+def idempotency_key_header() -> str | None:
+    """The request's ``Idempotency-Key`` header, validated (422), if it has one."""
+    headers = this_request().headers
+    if "Idempotency-Key" not in headers:
+        return None
+    return _idempotency_key_schema.load({"Idempotency-Key": headers["Idempotency-Key"]})["key"]
+
+
 def check_limit(value: int, maximum: int) -> None:
     if not 1 <= value <= maximum:
         raise ValidationError(f"Must be between 1 and {maximum}.")
@@ -132,6 +143,13 @@ class HeaderText(fields.String):
             return wsgi_text.encode("latin-1").decode("utf-8")
         except UnicodeError as exc:
             raise self.make_error("not_utf8") from exc
+
+
+class _IdempotencyKeySchema(Schema):
+    key = HeaderText(required=True, validate=IDEMPOTENCY_KEY, data_key="Idempotency-Key")
+
+
+_idempotency_key_schema = _IdempotencyKeySchema()
 
 
 class IdList(fields.Field):

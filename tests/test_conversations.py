@@ -55,6 +55,63 @@ def test_a_group_tells_its_members_they_joined(client):
     assert [c["id"] for c in listed] == [cid]
 
 
+def create_group_with_key(client, owner, members, key: str, title: str = "Book club"):
+    body = {"kind": "group", "title": title, "member_ids": [m.id for m in members]}
+    return client.post(
+        "/v1/conversations", json=body, headers={**owner.auth, "Idempotency-Key": key}
+    )
+
+
+def test_a_group_creation_retried_with_its_key_makes_one_group(client):
+    """The first answer was lost on the way: the retry gets the same group (200),
+    and the members are told of one group."""
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    first = create_group_with_key(client, ann, [ben], "club-1")
+    retry = create_group_with_key(client, ann, [ben], "club-1")
+    assert (first.status_code, retry.status_code) == (201, 200)
+    assert retry.get_json() == first.get_json()
+    listed = client.get("/v1/conversations", headers=ben.auth).get_json()["conversations"]
+    assert [c["id"] for c in listed] == [first.get_json()["id"]]
+    assert len(of_type(poll(client, ben), "member_joined")) == 1
+
+    other = create_group_with_key(client, ann, [ben], "club-2")  # a new key, a new group
+    assert other.status_code == 201 and other.get_json()["id"] != first.get_json()["id"]
+
+
+def test_a_group_key_reused_for_another_group_is_a_conflict(client):
+    ann, ben, cat = (sign_up(client, name) for name in ("ann", "ben", "cat"))
+    first = create_group_with_key(client, ann, [ben], "k").get_json()
+    for title, members in (("Chess club", [ben]), ("Book club", [ben, cat])):
+        answer = create_group_with_key(client, ann, members, "k", title=title)
+        assert answer.status_code == 409
+        error = answer.get_json()["error"]
+        assert (error["code"], error["details"]) == (
+            "idempotency_key_reused",
+            {"conversation_id": first["id"]},
+        )
+    # Keys belong to their user: Ben's "k" is his own.
+    assert create_group_with_key(client, ben, [cat], "k").status_code == 201
+
+
+def test_a_bad_idempotency_key_is_refused_with_nothing_created(client):
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    answer = create_group_with_key(client, ann, [ben], "x" * 65)
+    assert answer.status_code == 422
+    assert "Idempotency-Key" in answer.get_json()["error"]["details"]
+    assert client.get("/v1/conversations", headers=ann.auth).get_json()["conversations"] == []
+
+
+def test_concurrent_retries_of_a_group_creation_make_one_group(make_app):
+    clients = [make_app().test_client() for _ in range(4)]
+    ann, ben = sign_up(clients[0], "ann"), sign_up(clients[0], "ben")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(lambda i: create_group_with_key(clients[i % 4], ann, [ben], "once"), range(8))
+        )
+    assert sorted(a.status_code for a in answers) == [200] * 7 + [201]
+    assert len({a.get_json()["id"] for a in answers}) == 1
+
+
 def test_groups_stop_at_the_size_limit(make_app):
     client = make_app(GROUP_SIZE_LIMIT=3).test_client()
     people = [sign_up(client, f"user{i}") for i in range(5)]

@@ -5,6 +5,9 @@ Membership changes lock the conversation row first and the members' user rows
 uses, so the size limit holds under concurrent adds and nothing deadlocks.
 """
 
+import hashlib
+import json
+
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -119,13 +122,36 @@ def do_open_direct(session: Session, user_id: int, other_id: int) -> tuple[Conve
     return conversation, True
 
 
-def do_create_group(session: Session, user_id: int, title: str, others: set[int]) -> Conversation:
+def do_create_group(
+    session: Session, user_id: int, title: str, others: set[int], key: str | None = None
+) -> tuple[Conversation, bool]:
+    """Create a group; returns it and whether it is new. With an idempotency
+    ``key``, the group this user created with it before, if any (409 if that
+    creation asked for another title or other members)."""
     members = others | {user_id}
+    digest = _creation_digest(title, members) if key is not None else None
+    if key is not None and (earlier := _created_with(session, user_id, key, digest)):
+        return earlier, False
     check_group_size(len(members))
     check_users_exist(session, members)
-    conversation = Conversation(kind=GROUP, title=title, created_by=user_id, last_seq=0)
-    session.add(conversation)
-    session.flush()
+    conversation = Conversation(
+        kind=GROUP,
+        title=title,
+        created_by=user_id,
+        last_seq=0,
+        creation_key=key,
+        creation_digest=digest,
+    )
+    try:
+        with session.begin_nested():
+            session.add(conversation)
+            session.flush()
+    except IntegrityError:
+        if key is None:
+            raise
+        # The same creation, retried while the first was still running: the first's.
+        session.rollback()
+        return _created_with(session, user_id, key, digest), False
     session.execute(
         insert(Membership),
         [{"conversation_id": conversation.id, "user_id": uid} for uid in sorted(members)],
@@ -139,7 +165,30 @@ def do_create_group(session: Session, user_id: int, title: str, others: set[int]
     )
     session.commit()
     notify_inbox(heads)
-    return conversation
+    return conversation, True
+
+
+def _creation_digest(title: str, members: set[int]) -> str:
+    """What a group's creation asked for, in 64 hex digits."""
+    asked = json.dumps([title, sorted(members)], ensure_ascii=False)
+    return hashlib.sha256(asked.encode()).hexdigest()
+
+
+def _created_with(session: Session, user_id: int, key: str, digest: str) -> Conversation | None:
+    """The group this user created with ``key``, if any; 409 if it asked for another."""
+    earlier = session.scalars(
+        select(Conversation).where(
+            Conversation.created_by == user_id, Conversation.creation_key == key
+        )
+    ).first()
+    if earlier is not None and earlier.creation_digest != digest:
+        raise ApiError(
+            409,
+            "idempotency_key_reused",
+            "This Idempotency-Key already created a group with another title or members.",
+            {"conversation_id": earlier.id},
+        )
+    return earlier
 
 
 def do_add_members(

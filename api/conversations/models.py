@@ -1,6 +1,6 @@
 """Conversations (direct or group) and who belongs to them."""
 
-from sqlalchemy import BigInteger, ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.db import Base, BigId, created_at, id_pk
@@ -17,6 +17,12 @@ def direct_key(user_a: int, user_b: int) -> str:
 
 class Conversation(Base):
     __tablename__ = "conversations"
+    # A group's creation retried with the same Idempotency-Key finds the first.
+    __table_args__ = (
+        UniqueConstraint(
+            "created_by", "creation_key", name="uq_conversations_created_by_creation_key"
+        ),
+    )
 
     id: Mapped[id_pk]
     kind: Mapped[str] = mapped_column(String(8))
@@ -27,6 +33,10 @@ class Conversation(Base):
     # The conversation order: bumped under this row's lock for every message.
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[created_at]
+    # A group's: the Idempotency-Key it was created with, and a digest of what
+    # the creation asked (a retry must ask the same).
+    creation_key: Mapped[str | None] = mapped_column(String(64))
+    creation_digest: Mapped[str | None] = mapped_column(String(64))
 
 
 class Membership(Base):

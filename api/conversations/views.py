@@ -14,7 +14,7 @@ from api.conversations.schemas import (
 )
 from api.db import db
 from api.presence.actions import presence_of
-from api.validation import load_json
+from api.validation import idempotency_key_header, load_json
 
 bp = Blueprint("conversations", __name__, url_prefix="/v1/conversations")
 
@@ -31,16 +31,17 @@ def _with_members(session: Session, conversations) -> list[dict]:
 @bp.post("")
 @authenticated
 def create_conversation():
-    """Open the direct chat with someone (200 if it exists) or create a group (201)."""
+    """Open the direct chat with someone (200 if it exists) or create a group (201;
+    200 for a retry with the same Idempotency-Key)."""
     data = load_json(new_conversation_schema)
+    key = idempotency_key_header()  # a direct chat's opening needs none: it is get-or-create
     user_id = current_auth().user_id
     if data["kind"] == DIRECT:
         conversation, created = actions.do_open_direct(db.session, user_id, data["member_ids"][0])
     else:
-        conversation = actions.do_create_group(
-            db.session, user_id, data["title"], set(data["member_ids"])
+        conversation, created = actions.do_create_group(
+            db.session, user_id, data["title"], set(data["member_ids"]), key
         )
-        created = True
     with db.statements() as session:
         answer = conversation_schema.dump(_with_members(session, [conversation])[0])
     return answer, 201 if created else 200

@@ -1,9 +1,7 @@
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from api.context import this_app
-from api.validation import ID_MAX, HeaderText, check_limit, check_storable_text
-
-CLIENT_MSG_ID = [validate.Length(min=1, max=64), check_storable_text]
+from api.validation import ID_MAX, IDEMPOTENCY_KEY, check_limit, check_storable_text
 
 
 class MessageSchema(Schema):
@@ -12,7 +10,7 @@ class MessageSchema(Schema):
     sender_id = fields.Integer(dump_only=True)
     seq = fields.Integer(dump_only=True)
     text = fields.String(required=True)
-    client_msg_id = fields.String(allow_none=True, validate=CLIENT_MSG_ID)
+    client_msg_id = fields.String(allow_none=True, validate=IDEMPOTENCY_KEY)
     created_at = fields.DateTime(dump_only=True)
 
     @validates("text")
@@ -22,10 +20,6 @@ class MessageSchema(Schema):
         if not 1 <= len(value) <= limit:
             raise ValidationError(f"Text is 1 to {limit} characters.")
         check_storable_text(value)
-
-
-class IdempotencyKeySchema(Schema):
-    key = HeaderText(required=True, validate=CLIENT_MSG_ID, data_key="Idempotency-Key")
 
 
 class HistoryQuerySchema(Schema):
@@ -44,6 +38,5 @@ class HistoryPageSchema(Schema):
 
 
 message_schema = MessageSchema()
-idempotency_key_schema = IdempotencyKeySchema()
 history_query_schema = HistoryQuerySchema()
 history_page_schema = HistoryPageSchema()

@@ -3,18 +3,17 @@ from marshmallow import ValidationError
 
 from api.admission import goes_ahead
 from api.auth import authenticated, claimed, confirm_claim, current_auth
-from api.context import this_app, this_request
+from api.context import this_app
 from api.conversations.actions import access_conversation
 from api.db import db
 from api.messages import actions
 from api.messages.schemas import (
     history_page_schema,
     history_query_schema,
-    idempotency_key_schema,
     message_schema,
 )
 from api.metrics import SENDS
-from api.validation import load_json, load_query
+from api.validation import idempotency_key_header, load_json, load_query
 
 bp = Blueprint("messages", __name__, url_prefix="/v1/conversations/<id:conversation_id>")
 
@@ -22,10 +21,9 @@ bp = Blueprint("messages", __name__, url_prefix="/v1/conversations/<id:conversat
 def _client_msg_id(body: dict) -> str | None:
     """The idempotency key, from the body or the ``Idempotency-Key`` header (same if both)."""
     in_body = body.get("client_msg_id")
-    headers = this_request().headers
-    if "Idempotency-Key" not in headers:
+    header = idempotency_key_header()
+    if header is None:
         return in_body
-    header = idempotency_key_schema.load({"Idempotency-Key": headers["Idempotency-Key"]})["key"]
     if in_body not in (None, header):
         raise ValidationError({"client_msg_id": ["Differs from the Idempotency-Key header."]})
     return header
