@@ -147,11 +147,12 @@ def do_create_group(
             session.add(conversation)
             session.flush()
     except IntegrityError:
-        if key is None:
-            raise
         # The same creation, retried while the first was still running: the first's.
         session.rollback()
-        return _created_with(session, user_id, key, digest), False
+        earlier = _created_with(session, user_id, key, digest) if key is not None else None
+        if earlier is None:
+            raise
+        return earlier, False
     session.execute(
         insert(Membership),
         [{"conversation_id": conversation.id, "user_id": uid} for uid in sorted(members)],
