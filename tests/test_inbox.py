@@ -232,6 +232,21 @@ def announcements(app) -> Iterator[list[str]]:
                 heard.append(message["data"].decode())
 
 
+def test_a_poll_replaced_by_a_newer_one_of_its_device_says_so(app, client, pair):
+    """A second loop polling for the same device: its poll ends the first one's,
+    which answers empty and marked, so that loop can tell and stop."""
+    ann, ben, cid = pair
+    first_loop = long_poll_in_background(app, ben, timeout=20)
+    wait_until_waiting(app)
+    second_loop = long_poll_in_background(app, ben, timeout=20)
+    replaced, _ = first_loop.result(timeout=30)
+    assert replaced == {"entries": [], "cursor": 0, "has_more": False, "replaced": True}
+
+    send(client, ann, cid, "hi")
+    kept, _ = second_loop.result(timeout=30)
+    assert message_texts(kept) == ["hi"] and "replaced" not in kept
+
+
 @scaled_only
 def test_a_poll_is_announced_to_other_processes_only_when_it_replaces_a_held_one(app, client, pair):
     """Every process hears every announcement, so polls that follow their device's
@@ -248,7 +263,13 @@ def test_a_poll_is_announced_to_other_processes_only_when_it_replaces_a_held_one
         lost = long_poll_in_background(app, ben, after=cursor, timeout=20)
         wait_until_waiting(app)
         replacing = poll(client, ben, after=cursor, timeout=0.3)
-        assert lost.result(timeout=30)[0]["entries"] == replacing["entries"] == []
+        assert lost.result(timeout=30)[0] == {
+            "entries": [],
+            "cursor": cursor,
+            "has_more": False,
+            "replaced": True,
+        }
+        assert replacing == {"entries": [], "cursor": cursor, "has_more": False}
     assert [announced.rpartition(":")[0] for announced in heard] == [f"d:{ben.device_id}"]
 
 

@@ -33,6 +33,7 @@ class Waiter:
         self.started_at = time.time()  # wall clock: compared across processes
         self.ended = False
         self.logged_out = False  # ended by its device's log-out
+        self.replaced = False  # ended by a newer poll of its device
         self.asleep = False  # blocked in wait(): registered and past its re-check
         self._event = threading.Event()
         self._carried: list[Carried] = []
@@ -82,6 +83,7 @@ class WaiterRegistry:
             self._by_device[waiter.device_id] = waiter
             self._by_user[waiter.user_id].add(waiter)
         if older is not None:
+            older.replaced = True
             self._end(older)
 
     def discard(self, waiter: Waiter) -> None:
@@ -139,6 +141,7 @@ class WaiterRegistry:
         with self._lock:
             waiter = self._by_device.get(device_id)
         if waiter is not None and waiter.started_at < started_before:
+            waiter.replaced = True
             self._end(waiter)
 
     def log_out(self, device_id: int) -> None:

@@ -77,9 +77,12 @@ def poll():
             authenticate(auth.token_hash)  # the 401 of a token logged out
     outcome = "entries" if batch.entries else ("timeout" if timeout else "empty")
     _POLLS["long" if timeout else "short", outcome].inc()
+    answer = batch_schema.dump(batch)
+    if start.waiter is not None and start.waiter.replaced and not batch.entries:
+        answer["replaced"] = True  # the device polls in another loop too: this one may stop
     # Made here, not by Flask from the view's dict: its checks of what a view
     # may return cost more than the JSON itself.
-    response = app.json.response(batch_schema.dump(batch))
+    response = app.json.response(answer)
     if timeout and batch.entries:  # it ended before its time
         ended = Answered(auth, start.waiter, noted)
         response.call_on_close(partial(answered_early, app, ended))

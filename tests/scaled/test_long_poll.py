@@ -95,9 +95,9 @@ def test_a_newer_poll_from_the_same_phone_ends_the_older_one_on_the_other_instan
             newer = poll_again_until_it_ends(through_b, dave, older)
             older_batch, older_waited = older.result(timeout=LONG_POLL_S + 10)
 
-    assert older_batch["entries"] == []
+    assert older_batch["entries"] == [] and older_batch["replaced"] is True
     assert older_waited < LONG_POLL_S, "the older poll was not ended by the newer one"
-    assert newer["entries"] == []
+    assert newer["entries"] == [] and "replaced" not in newer
 
 
 def poll_again_until_it_ends(client: ApiClient, person: Person, older: Future) -> dict:
