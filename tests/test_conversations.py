@@ -93,6 +93,18 @@ def test_a_group_key_reused_for_another_group_is_a_conflict(client):
     assert create_group_with_key(client, ben, [cat], "k").status_code == 201
 
 
+def test_a_group_creation_retried_after_leaving_the_group_shows_nothing_of_it(client):
+    """Not who is in it now: the retry is 404, as the group itself is to her."""
+    ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
+    first = create_group_with_key(client, ann, [ben], "k").get_json()
+    left = client.delete(f"/v1/conversations/{first['id']}/members/{ann.id}", headers=ann.auth)
+    assert left.status_code == 204
+
+    retry = create_group_with_key(client, ann, [ben], "k")
+    assert retry.status_code == 404
+    assert retry.get_json()["error"]["code"] == "conversation_not_found"
+
+
 def test_a_bad_idempotency_key_is_refused_with_nothing_created(client):
     ann, ben = sign_up(client, "ann"), sign_up(client, "ben")
     answer = create_group_with_key(client, ann, [ben], "x" * 65)

@@ -157,6 +157,16 @@ def second_sign_up_over_the_limit(scene, op):
     return limited.call(op, json={"username": "fay", "password": PASSWORD})
 
 
+def group_creation_retried_after_leaving_it(scene, op):
+    body = {"kind": "group", "title": "once", "member_ids": [scene.ben.id]}
+    key = {"Idempotency-Key": "once"}
+    created = scene.call(op, json=body, headers=key).get_json()
+    scene.client.delete(
+        f"/v1/conversations/{created['id']}/members/{scene.ann.id}", headers=scene.ann.auth
+    )
+    return scene.call(op, json=body, headers=key)
+
+
 def group_over_the_size_limit(scene, op):
     small = scene.on_an_app_with(GROUP_SIZE_LIMIT=2)
     body = {"kind": "group", "title": "crowd", "member_ids": [scene.ben.id, scene.cat.id]}
@@ -200,6 +210,7 @@ RECIPES: dict[str, dict[int, Callable]] = {
     "openConversation": {
         200: lambda s, op: s.call(op, s.ben, json={"kind": "direct", "member_ids": [s.ann.id]}),
         201: lambda s, op: s.call(op, json={"kind": "direct", "member_ids": [s.cat.id]}),
+        404: group_creation_retried_after_leaving_it,
         409: group_over_the_size_limit,
         422: lambda s, op: s.call(op, json={"kind": "direct", "member_ids": [MISSING_ID]}),
     },

@@ -176,20 +176,23 @@ def _creation_digest(title: str, members: set[int]) -> str:
 
 
 def _created_with(session: Session, user_id: int, key: str, digest: str) -> Conversation | None:
-    """The group this user created with ``key``, if any; 409 if it asked for another."""
+    """The group this user created with ``key``, if any; 409 if it asked for
+    another, and 404 if the user has left it since (it is not theirs to see)."""
     earlier = session.scalars(
         select(Conversation).where(
             Conversation.created_by == user_id, Conversation.creation_key == key
         )
     ).first()
-    if earlier is not None and earlier.creation_digest != digest:
+    if earlier is None:
+        return None
+    if earlier.creation_digest != digest:
         raise ApiError(
             409,
             "idempotency_key_reused",
             "This Idempotency-Key already created a group with another title or members.",
             {"conversation_id": earlier.id},
         )
-    return earlier
+    return access_conversation(session, earlier.id, user_id)
 
 
 def do_add_members(
