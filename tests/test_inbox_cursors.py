@@ -8,6 +8,7 @@ import time
 
 import pytest
 from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
 
 from api.accounts.models import Device
 from api.db import db
@@ -100,6 +101,27 @@ def test_a_polls_confirmation_is_stored_a_moment_later(app, client, pair):
     deadline = time.monotonic() + STORED_WITHIN_S
     while stored_cursor(app, ben) != 2 and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert stored_cursor(app, ben) == 2
+
+
+def test_a_confirmation_the_cache_took_is_stored_though_the_poll_then_failed(
+    app, client, pair, monkeypatch
+):
+    """Ben's poll confirms, and then fails (his coming online cannot be written):
+    the cached cursor moved, so the stored one must follow, or a retry of the
+    same poll (the cache says: there already) would never store it."""
+    ann, ben, cid = pair
+    for text in ("one", "two"):
+        send(client, ann, cid, text)
+
+    def database_down(*_args):
+        raise OperationalError("UPDATE users", {}, ConnectionError("the database went away"))
+
+    monkeypatch.setattr("api.presence.actions.do_sync_presence", database_down)
+    failed = client.get("/v1/inbox", query_string={"after": 2}, headers=ben.auth)
+    assert failed.status_code == 503
+
+    behind(app).flush()
     assert stored_cursor(app, ben) == 2
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 from flask import Flask
@@ -46,7 +46,7 @@ from api.conversations.models import Conversation, Membership
 from api.db import db, utcnow
 from api.gathering import GATHERED_MAX, BoundRows, Gatherer
 from api.hub import coordinator
-from api.hub.hints import RAISED, THERE_ALREADY
+from api.hub.hints import RAISED
 from api.hub.trip import Trip
 from api.hub.waiters import Waiter
 from api.inbox.heads import head_key, remember_heads
@@ -423,18 +423,21 @@ def confirm_later(auth: Auth, seq: int, start: "PollStart") -> None:
 
     Nothing at all when the cached cursor is there already, so repeating the
     same ``after`` on empty polls writes nothing. The start's round trip raised
-    the cached cursor if the cached head allowed it; if it could not tell, the
-    head is checked here (read if need be), and the cursor raised in a round
-    trip of its own.
+    the cached cursor if the cached head allowed it, and its store was queued
+    then (``PollStart``); if it could not tell, the head is checked here (read
+    if need be), and the cursor raised in a round trip of its own.
     """
     raised, position = start.cursor_raised, start.position
-    if raised is THERE_ALREADY or (position.cursor is not None and position.cursor >= seq):
+    if raised is not None or (position.cursor is not None and position.cursor >= seq):
         return
-    if raised is not RAISED:
-        _check_confirmable(auth, seq, position)
-        trip = coordinator().trip()
-        remember_cursor(auth, seq, trip)
-        trip.send()
+    _check_confirmable(auth, seq, position)
+    trip = coordinator().trip()
+    remember_cursor(auth, seq, trip)
+    trip.send()
+    _store_later(auth, seq)
+
+
+def _store_later(auth: Auth, seq: int) -> None:
     this_app().extensions["parley.cursors.behind"].raise_to(auth.device_id, seq)
 
 
@@ -477,9 +480,14 @@ class PollStart:
     def _found(self, values: list[str | None]) -> None:
         self.position = Position.cached(values)
 
-    def _found_and_raised(self, values: list[str | None], raised: bool | None) -> None:
+    def _found_and_raised(self, seq: int, values: list[str | None], raised: bool | None) -> None:
+        """The start's read, and whether it raised the cached cursor to ``seq``: if
+        it did, the store is queued at once, so that nothing failing later in the
+        request leaves the cache ahead of the database."""
         self._found(values)
         self.cursor_raised = raised
+        if raised is RAISED:
+            _store_later(self.auth, seq)
 
 
 @contextmanager
@@ -515,7 +523,7 @@ def polling(
                 *position_keys(auth),
                 confirming,
                 this_app().config["CURSOR_CACHE_TTL_S"],
-                start._found_and_raised,
+                partial(start._found_and_raised, confirming),
                 guard=(claim.key, claim.value) if claim else None,
             )
         else:
